@@ -1,0 +1,31 @@
+# `make run` and `make test` create .venv on first use.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+INSTALLED := $(VENV)/.installed-stamp
+RUN_DIR ?= runs/make_run
+
+.PHONY: run test bench clean
+
+$(INSTALLED): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@
+
+# The paper's MNIST model (Nz=20) on a short budget, then test ELBO and
+# importance-sampled log-likelihood. Offline: VAE_TF_MANUAL_DIR=<data folder>.
+run: $(INSTALLED)
+	$(PY) -m pipelines.train --preset=paper --dataset=mnist --latent_dim=20 \
+	  --binarization=dynamic --epochs=40 --model_dir=$(RUN_DIR)
+	$(PY) -m pipelines.evaluate --model_dir=$(RUN_DIR) --num_importance_samples=1000
+
+test: $(INSTALLED)
+	$(PY) -m pytest tests -q
+
+bench: $(INSTALLED)
+	$(PY) -m bench.train_throughput
+	$(PY) -m bench.time_to_quality
+
+clean:
+	rm -rf runs .pytest_cache

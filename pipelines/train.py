@@ -1,0 +1,139 @@
+"""Trains a VAE with AEVB (Kingma & Welling 2013) on MNIST or Frey Face.
+
+  python -m pipelines.train --dataset=mnist --latent_dim=20 --model_dir=runs/mnist
+
+Flags left unset take their value from --preset (`paper`: the paper's
+settings; `modern`: ReLU, Adam, two hidden layers, dynamic binarization).
+Rerunning with the same --model_dir resumes from the last checkpoint.
+Offline, point --manual_dir (or $VAE_TF_MANUAL_DIR) at the raw data files.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import time
+
+_START_TIME = time.time()
+
+from absl import app, flags, logging
+
+from vae_tf import config as config_lib
+
+FLAGS = flags.FLAGS
+
+flags.DEFINE_enum("dataset", "mnist", config_lib.DATASETS, "Data set to train on.")
+flags.DEFINE_enum("preset", "paper", config_lib.PRESETS, "Defaults for every flag left unset.")
+flags.DEFINE_string("model_dir", None, "Run folder: checkpoints, logs, images, saved model. "
+                    "Default: runs/<dataset>_nz<latent_dim>.")
+flags.DEFINE_string("data_dir", None, "TFDS data folder (default: TFDS's, or $TFDS_DATA_DIR).")
+flags.DEFINE_string("manual_dir", None, "Folder with the raw data files, for preparing the data "
+                    "offline (default: $VAE_TF_MANUAL_DIR).")
+flags.DEFINE_integer("train_examples", None, "Use only the first N training examples.",
+                     lower_bound=1)
+flags.DEFINE_integer("latent_dim", None, "Nz, the number of latent variables.", lower_bound=1)
+flags.DEFINE_list("hidden_units", None, "Units per hidden layer, e.g. 500 or 500,500.")
+flags.DEFINE_enum("activation", None, config_lib.ACTIVATIONS, "Hidden-layer activation.")
+flags.DEFINE_float("init_stddev", None, "Stddev of the N(0, s^2) weight initialiser; 0 keeps "
+                   "Keras' Glorot default.", lower_bound=0)
+flags.DEFINE_enum("estimator", None, config_lib.ESTIMATORS, "SGVB estimator: A (eq. 6, Monte "
+                  "Carlo KL) or B (eq. 7, analytic KL).")
+flags.DEFINE_integer("num_samples", None, "L, samples of z per datapoint.", lower_bound=1)
+flags.DEFINE_string("weight_decay", None, "Coefficient of 0.5*||theta||^2 per example, or "
+                    "'prior' for 1/N_train, the paper's N(0, I) parameter prior.")
+flags.DEFINE_enum("binarization", None, config_lib.BINARIZATIONS, "MNIST pixels: dynamic, "
+                  "static, or none (grey levels, the paper's treatment).")
+flags.DEFINE_enum("optimizer", None, config_lib.OPTIMIZERS, "Optimizer.")
+flags.DEFINE_float("learning_rate", None, "Step size.", lower_bound=0)
+flags.DEFINE_integer("batch_size", None, "M, examples per minibatch.", lower_bound=1)
+flags.DEFINE_integer("epochs", None, "Passes over the training set.", lower_bound=1)
+flags.DEFINE_integer("steps", None, "Total SGD updates; overrides --epochs.", lower_bound=1)
+flags.DEFINE_integer("updates_per_call", 50, "SGD updates fused into one compiled call (speed "
+                     "only; the sequence of updates is unchanged).", lower_bound=1)
+flags.DEFINE_integer("checkpoint_every_steps", 1000, "Checkpoint every N SGD updates (and at "
+                     "every epoch end).", lower_bound=1)
+flags.DEFINE_integer("seed", 0, "Seed for initialisation, shuffling, binarization and sampling.")
+
+
+def _weight_decay(value: str, num_train: int) -> float:
+  if value == "prior":
+    return 1.0 / num_train
+  try:
+    decay = float(value)
+  except ValueError:
+    raise ValueError(f"--weight_decay must be a number >= 0 or 'prior', got {value!r}") from None
+  if decay < 0:
+    raise ValueError(f"--weight_decay must be a number >= 0 or 'prior', got {value!r}")
+  return decay
+
+
+def configs_from_flags(num_train: int) -> tuple[config_lib.ModelConfig, config_lib.TrainConfig]:
+  model, train = config_lib.preset(FLAGS.preset, FLAGS.dataset, num_train)
+  model_overrides = {
+      "latent_dim": FLAGS.latent_dim,
+      "hidden_units": FLAGS.hidden_units and tuple(int(u) for u in FLAGS.hidden_units),
+      "activation": FLAGS.activation,
+      "estimator": FLAGS.estimator,
+      "num_samples": FLAGS.num_samples,
+  }
+  if FLAGS.init_stddev is not None:
+    model_overrides["init_stddev"] = FLAGS.init_stddev or None
+  if FLAGS.weight_decay is not None:
+    model_overrides["weight_decay"] = _weight_decay(FLAGS.weight_decay, num_train)
+  train_overrides = {
+      "binarization": FLAGS.binarization,
+      "optimizer": FLAGS.optimizer,
+      "learning_rate": FLAGS.learning_rate,
+      "batch_size": FLAGS.batch_size,
+      "epochs": FLAGS.epochs,
+      "updates_per_call": FLAGS.updates_per_call,
+      "checkpoint_every_steps": FLAGS.checkpoint_every_steps,
+      "seed": FLAGS.seed,
+  }
+  model = dataclasses.replace(model, **{k: v for k, v in model_overrides.items() if v is not None})
+  train = dataclasses.replace(train, **{k: v for k, v in train_overrides.items() if v is not None})
+  if model.likelihood == "gaussian" and train.binarization != "none":
+    raise ValueError("--binarization applies to MNIST's Bernoulli decoder; Frey Face is "
+                     "real-valued (use --binarization=none)")
+  return model, train
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  # Heavy imports after flag parsing, so --help and flag errors are instant.
+  from vae_tf import reporting, training
+  from vae_tf.data import pipeline, sources
+
+  try:
+    images = sources.load_images(FLAGS.dataset, "train", FLAGS.data_dir, FLAGS.manual_dir)
+    train_images, validation_images = pipeline.split_validation(
+        images, sources.NUM_VALIDATION[FLAGS.dataset])
+    if FLAGS.train_examples is not None:
+      if FLAGS.train_examples > len(train_images):
+        raise ValueError(f"--train_examples={FLAGS.train_examples} exceeds the "
+                         f"{len(train_images)} training examples")
+      train_images = train_images[:FLAGS.train_examples]
+    model_config, train_config = configs_from_flags(len(train_images))
+    updates = train_config.updates_per_call
+    steps_per_epoch = len(train_images) // train_config.batch_size
+    if updates > steps_per_epoch:
+      # Small training sets: fuse a whole epoch at most.
+      train_config = dataclasses.replace(train_config, updates_per_call=max(1, steps_per_epoch))
+    model_dir = FLAGS.model_dir or f"runs/{FLAGS.dataset}_nz{model_config.latent_dim}"
+    logging.info("model_dir=%s\n%s", model_dir, config_lib.dumps(model_config, train_config))
+    result = training.train(
+        model_config, train_config, train_images=train_images,
+        validation_images=validation_images, model_dir=model_dir, total_steps=FLAGS.steps,
+        verbose=1 if sys.stdout.isatty() else 2, start_time=_START_TIME)
+  except (ValueError, sources.DataUnavailableError) as error:
+    sys.exit(f"error: {error}")
+  reporting.write_run_artifacts(result.model, model_dir, validation_images, train_config.seed)
+  final = result.history[-1] if result.history else {}
+  print(f"trained {result.steps} steps (resumed from {result.resumed_from_step}) in "
+        f"{time.time() - _START_TIME:.1f} s; validation ELBO "
+        f"{final.get('val_elbo', float('nan')):.2f} nats; outputs in {model_dir}")
+
+
+if __name__ == "__main__":
+  app.run(main)

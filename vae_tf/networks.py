@@ -1,0 +1,123 @@
+"""The MLPs of the paper's Appendix C, returning TFP distributions.
+
+The encoder is q(z|x), a diagonal Gaussian (C.2). The decoder is p(x|z):
+Bernoulli for binary data (C.1) or Gaussian with a sigmoid-squashed mean and a
+learned log-variance for real-valued data (C.2).
+"""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+import tensorflow_probability as tfp
+
+from vae_tf.config import ModelConfig
+
+tfd = tfp.distributions
+
+
+def _initializer(config: ModelConfig):
+  if config.init_stddev is None:
+    return "glorot_uniform", "zeros"
+  normal = keras.initializers.RandomNormal(stddev=config.init_stddev)
+  return normal, normal
+
+
+def _dense(units: int, config: ModelConfig, activation=None, name=None) -> keras.layers.Dense:
+  kernel_init, bias_init = _initializer(config)
+  return keras.layers.Dense(
+      units,
+      activation=activation,
+      kernel_initializer=kernel_init,
+      bias_initializer=bias_init,
+      name=name,
+  )
+
+
+class MLP(keras.layers.Layer):
+  """The hidden layers; applies to inputs with any number of batch axes."""
+
+  def __init__(self, config: ModelConfig, **kwargs):
+    super().__init__(**kwargs)
+    self.layers = [_dense(units, config, config.activation, name=f"dense_{i}")
+                   for i, units in enumerate(config.hidden_units)]
+
+  def build(self, input_shape):
+    for layer in self.layers:
+      layer.build(input_shape)
+      input_shape = (*input_shape[:-1], layer.units)
+
+  def call(self, x):
+    for layer in self.layers:
+      x = layer(x)
+    return x
+
+
+class GaussianEncoder(keras.layers.Layer):
+  """q(z|x) = N(mu(x), diag(sigma^2(x))), the recognition model."""
+
+  def __init__(self, config: ModelConfig, **kwargs):
+    super().__init__(**kwargs)
+    self.config = config
+    self.hidden = MLP(config, name="hidden")
+    self.loc = _dense(config.latent_dim, config, name="loc")
+    self.log_variance = _dense(config.latent_dim, config, name="log_variance")
+
+  def build(self, input_shape):
+    self.hidden.build(input_shape)
+    hidden_shape = (*input_shape[:-1], self.config.hidden_units[-1])
+    self.loc.build(hidden_shape)
+    self.log_variance.build(hidden_shape)
+
+  def call(self, x: tf.Tensor) -> tfd.Distribution:
+    h = self.hidden(x)
+    scale = tf.exp(0.5 * self.log_variance(h))
+    return tfd.Independent(tfd.Normal(self.loc(h), scale), reinterpreted_batch_ndims=1)
+
+
+class BernoulliDecoder(keras.layers.Layer):
+  """p(x|z) = prod_d Bernoulli(x_d; y_d(z)), parameterised by logits."""
+
+  def __init__(self, config: ModelConfig, **kwargs):
+    super().__init__(**kwargs)
+    self.config = config
+    self.hidden = MLP(config, name="hidden")
+    self.logits = _dense(config.event_size, config, name="logits")
+
+  def build(self, input_shape):
+    self.hidden.build(input_shape)
+    self.logits.build((*input_shape[:-1], self.config.hidden_units[-1]))
+
+  def call(self, z: tf.Tensor) -> tfd.Distribution:
+    logits = self.logits(self.hidden(z))
+    return tfd.Independent(
+        tfd.Bernoulli(logits=logits, dtype=tf.float32), reinterpreted_batch_ndims=1)
+
+
+class GaussianDecoder(keras.layers.Layer):
+  """p(x|z) = N(sigmoid(mu(z)), diag(sigma^2(z))) for data in [0, 1]."""
+
+  def __init__(self, config: ModelConfig, **kwargs):
+    super().__init__(**kwargs)
+    self.config = config
+    self.hidden = MLP(config, name="hidden")
+    self.loc = _dense(config.event_size, config, name="loc")
+    self.log_variance = _dense(config.event_size, config, name="log_variance")
+
+  def build(self, input_shape):
+    self.hidden.build(input_shape)
+    hidden_shape = (*input_shape[:-1], self.config.hidden_units[-1])
+    self.loc.build(hidden_shape)
+    self.log_variance.build(hidden_shape)
+
+  def call(self, z: tf.Tensor) -> tfd.Distribution:
+    h = self.hidden(z)
+    loc = tf.sigmoid(self.loc(h))
+    scale = tf.exp(0.5 * self.log_variance(h))
+    return tfd.Independent(tfd.Normal(loc, scale), reinterpreted_batch_ndims=1)
+
+
+def make_decoder(config: ModelConfig) -> keras.layers.Layer:
+  if config.likelihood == "bernoulli":
+    return BernoulliDecoder(config, name="decoder")
+  return GaussianDecoder(config, name="decoder")

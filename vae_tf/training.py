@@ -1,0 +1,236 @@
+"""Fitting a VAE with `model.fit`: checkpoints, resumption, logs.
+
+State that makes a run resumable lives in `model_dir`:
+  config.json        the model and training configuration (written once);
+  checkpoints/       tf.train.CheckpointManager checkpoints of the model, the
+                     optimizer and the epoch's running metrics;
+  metrics.csv        one row per epoch (Keras CSVLogger);
+  tensorboard/       TensorBoard summaries.
+The number of SGD updates done is the optimizer's `iterations`; the input
+stream is a pure function of it (see `vae_tf.data.pipeline`), so a run killed
+at any point continues from its last checkpoint along the same curve.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from vae_tf import config as config_lib
+from vae_tf.data import pipeline
+from vae_tf.model import VAE
+
+CONFIG_FILE = "config.json"
+CHECKPOINT_DIR = "checkpoints"
+METRICS_FILE = "metrics.csv"
+TENSORBOARD_DIR = "tensorboard"
+
+
+class ConfigMismatchError(ValueError):
+  """model_dir holds a run whose settings differ from the requested ones."""
+
+
+def make_optimizer(train: config_lib.TrainConfig) -> keras.optimizers.Optimizer:
+  if train.optimizer == "adagrad":
+    return keras.optimizers.Adagrad(train.learning_rate)
+  if train.optimizer == "adam":
+    return keras.optimizers.Adam(train.learning_rate)
+  return keras.optimizers.SGD(train.learning_rate)
+
+
+def build_model(model_config: config_lib.ModelConfig, train: config_lib.TrainConfig) -> VAE:
+  """A compiled VAE whose optimizer slots exist, so checkpoints restore eagerly."""
+  keras.utils.set_random_seed(train.seed)  # the initial weights
+  model = VAE(model_config, seed=train.seed)
+  model.compile(optimizer=make_optimizer(train), jit_compile=True)
+  model.optimizer.build(model.trainable_variables)
+  return model
+
+
+def write_atomically(path: Path, text: str) -> None:
+  temporary = path.with_name(f".{path.name}.tmp")
+  temporary.write_text(text)
+  os.replace(temporary, path)
+
+
+def save_or_check_config(model_dir: Path, model_config: config_lib.ModelConfig,
+                         train: config_lib.TrainConfig) -> None:
+  """Records the run's settings, or refuses to resume a run with other ones.
+
+  `epochs` may change between invocations: it only says where to stop.
+  """
+  path = model_dir / CONFIG_FILE
+  requested = json.loads(config_lib.dumps(model_config, train))
+  if not path.exists():
+    model_dir.mkdir(parents=True, exist_ok=True)
+    write_atomically(path, config_lib.dumps(model_config, train))
+    return
+  saved = json.loads(path.read_text())
+  differences = [
+      f"{section}.{key}: saved {saved[section].get(key)!r}, requested {value!r}"
+      for section in ("model", "train") for key, value in requested[section].items()
+      if key != "epochs" and saved[section].get(key) != value
+  ]
+  if differences:
+    raise ConfigMismatchError(
+        f"{model_dir} holds a run with different settings ({'; '.join(differences)}); "
+        "use another --model_dir to start a new run")
+
+
+def make_checkpoint(model: VAE) -> tf.train.Checkpoint:
+  """Weights, random-seed states, running metrics and optimizer state.
+
+  Keras 3 models do not expose their variables to TF's object graph, so they
+  are listed by path.
+  """
+  return tf.train.Checkpoint(
+      model={v.path: v for v in model.variables},
+      metrics={v.path: v for v in model.metrics_variables},
+      optimizer=model.optimizer)
+
+
+class CheckpointEverySteps(keras.callbacks.Callback):
+  """Checkpoints every `every_steps` SGD updates and at the end of each epoch.
+
+  Saving on a train-batch end, before `fit` runs validation, keeps the epoch's
+  running training metrics in the checkpoint.
+  """
+
+  def __init__(self, manager: tf.train.CheckpointManager, every_steps: int):
+    super().__init__()
+    self.manager = manager
+    self.every_steps = every_steps
+
+  def on_train_begin(self, logs=None):
+    self._last_saved = int(self.model.optimizer.iterations.numpy())
+
+  def on_train_batch_end(self, batch, logs=None):
+    steps = int(self.model.optimizer.iterations.numpy())
+    last_of_epoch = batch + 1 == self.params["steps"]
+    if last_of_epoch or steps // self.every_steps > self._last_saved // self.every_steps:
+      self.manager.save(checkpoint_number=steps)
+      self._last_saved = steps
+
+
+class ProgressFields(keras.callbacks.Callback):
+  """Adds SGD steps, examples seen and wall-clock time to each epoch's logs.
+
+  Placed before the loggers so CSV and TensorBoard record them too.
+  """
+
+  def __init__(self, batch_size: int, start_time: float):
+    super().__init__()
+    self.batch_size = batch_size
+    self.start_time = start_time
+
+  def on_epoch_end(self, epoch, logs=None):
+    steps = int(self.model.optimizer.iterations.numpy())
+    logs["steps"] = steps
+    logs["examples_seen"] = steps * self.batch_size
+    logs["wall_seconds"] = time.time() - self.start_time
+
+
+class RestoreEpochMetrics(keras.callbacks.Callback):
+  """Puts back the running metrics of an epoch that a checkpoint interrupted.
+
+  `fit` resets metrics at every epoch start; this runs right after that reset
+  on the resumed epoch only, so its logged averages cover the whole epoch.
+  """
+
+  def __init__(self, values: list[np.ndarray]):
+    super().__init__()
+    self.values = values
+
+  def on_epoch_begin(self, epoch, logs=None):
+    if self.values is not None:
+      for variable, value in zip(self.model.metrics_variables, self.values):
+        variable.assign(value)
+      self.values = None
+
+
+@dataclasses.dataclass
+class TrainingResult:
+  model: VAE
+  history: list[dict]
+  resumed_from_step: int
+  steps: int
+
+
+def _segments(first_block: int, last_block: int, blocks_per_epoch: int):
+  """Splits [first_block, last_block) into runs that each fit in whole epochs
+
+  except a partial head (resuming mid-epoch) and a partial tail (a step budget
+  that ends mid-epoch), so one `fit` call covers each run.
+  """
+  block = first_block
+  while block < last_block:
+    epoch, offset = divmod(block, blocks_per_epoch)
+    if offset or last_block - block < blocks_per_epoch:
+      length = min(blocks_per_epoch - offset, last_block - block)
+      yield epoch, epoch + 1, length
+    else:
+      epochs = (last_block - block) // blocks_per_epoch
+      yield epoch, epoch + epochs, blocks_per_epoch
+      length = epochs * blocks_per_epoch
+    block += length
+
+
+def train(model_config: config_lib.ModelConfig, train: config_lib.TrainConfig, *,
+          train_images: np.ndarray, validation_images: np.ndarray, model_dir: str | os.PathLike,
+          total_steps: int | None = None, verbose: int | str = "auto",
+          start_time: float | None = None) -> TrainingResult:
+  """Trains, or resumes training of, the model stored in `model_dir`.
+
+  Runs `train.epochs` epochs unless `total_steps` (SGD updates) is given.
+  """
+  start_time = time.time() if start_time is None else start_time
+  model_dir = Path(model_dir)
+  save_or_check_config(model_dir, model_config, train)
+  model = build_model(model_config, train)
+  checkpoint = make_checkpoint(model)
+  manager = tf.train.CheckpointManager(checkpoint, model_dir / CHECKPOINT_DIR, max_to_keep=3)
+  if manager.latest_checkpoint:
+    checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+
+  updates_per_call = train.updates_per_call
+  blocks_per_epoch = pipeline.blocks_per_epoch(len(train_images), train.batch_size,
+                                               updates_per_call)
+  done_steps = int(model.optimizer.iterations.numpy())
+  resumed_mid_epoch = (done_steps // updates_per_call) % blocks_per_epoch != 0
+  epoch_metrics = ([v.numpy() for v in model.metrics_variables]
+                   if resumed_mid_epoch else None)
+  if total_steps is None:
+    total_steps = train.epochs * blocks_per_epoch * updates_per_call
+  if total_steps % updates_per_call:
+    raise ValueError(f"steps ({total_steps}) must be a multiple of updates_per_call "
+                     f"({updates_per_call})")
+  validation = pipeline.evaluation_batches(validation_images, train.binarization,
+                                           batch_size=1000)
+  callbacks = [
+      RestoreEpochMetrics(epoch_metrics),
+      CheckpointEverySteps(manager, train.checkpoint_every_steps),
+      ProgressFields(train.batch_size, start_time),
+      keras.callbacks.CSVLogger(str(model_dir / METRICS_FILE), append=True),
+      keras.callbacks.TensorBoard(str(model_dir / TENSORBOARD_DIR), write_graph=False),
+  ]
+  history = []
+  for initial_epoch, epochs, steps_per_epoch in _segments(
+      done_steps // updates_per_call, total_steps // updates_per_call, blocks_per_epoch):
+    stream = pipeline.training_blocks(
+        train_images, batch_size=train.batch_size, updates_per_call=updates_per_call,
+        binarization=train.binarization, seed=train.seed,
+        start_block=int(model.optimizer.iterations.numpy()) // updates_per_call)
+    fit = model.fit(stream, initial_epoch=initial_epoch, epochs=epochs,
+                    steps_per_epoch=steps_per_epoch, validation_data=validation, shuffle=False,
+                    callbacks=callbacks, verbose=verbose)
+    history.extend(
+        {key: values[i] for key, values in fit.history.items()}
+        for i in range(len(fit.epoch)))
+  return TrainingResult(model, history, done_steps, int(model.optimizer.iterations.numpy()))
