@@ -102,7 +102,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   # Heavy imports after flag parsing, so --help and flag errors are instant.
-  from vae_tf import reporting, training
+  from vae_tf import training
   from vae_tf.data import pipeline, sources
 
   try:
@@ -128,7 +128,8 @@ def main(argv):
         verbose=1 if sys.stdout.isatty() else 2, start_time=_START_TIME)
   except (ValueError, sources.DataUnavailableError) as error:
     sys.exit(f"error: {error}")
-  reporting.write_run_artifacts(result.model, model_dir, validation_images, train_config.seed)
+  training.save_artifacts(result.model, model_dir, validation_images, train_config.binarization,
+                         train_config.seed)
   final = result.history[-1] if result.history else {}
   print(f"trained {result.steps} steps (resumed from {result.resumed_from_step}) in "
         f"{time.time() - _START_TIME:.1f} s; validation ELBO "

@@ -185,10 +185,12 @@ def _segments(first_block: int, last_block: int, blocks_per_epoch: int):
 def train(model_config: config_lib.ModelConfig, train: config_lib.TrainConfig, *,
           train_images: np.ndarray, validation_images: np.ndarray, model_dir: str | os.PathLike,
           total_steps: int | None = None, verbose: int | str = "auto",
-          start_time: float | None = None) -> TrainingResult:
+          start_time: float | None = None,
+          callbacks: list[keras.callbacks.Callback] = ()) -> TrainingResult:
   """Trains, or resumes training of, the model stored in `model_dir`.
 
   Runs `train.epochs` epochs unless `total_steps` (SGD updates) is given.
+  `callbacks` run after the trainer's own (checkpointing, logging).
   """
   start_time = time.time() if start_time is None else start_time
   model_dir = Path(model_dir)
@@ -213,12 +215,13 @@ def train(model_config: config_lib.ModelConfig, train: config_lib.TrainConfig, *
                      f"({updates_per_call})")
   validation = pipeline.evaluation_batches(validation_images, train.binarization,
                                            batch_size=1000)
-  callbacks = [
+  all_callbacks = [
       RestoreEpochMetrics(epoch_metrics),
       CheckpointEverySteps(manager, train.checkpoint_every_steps),
       ProgressFields(train.batch_size, start_time),
       keras.callbacks.CSVLogger(str(model_dir / METRICS_FILE), append=True),
       keras.callbacks.TensorBoard(str(model_dir / TENSORBOARD_DIR), write_graph=False),
+      *callbacks,
   ]
   history = []
   for initial_epoch, epochs, steps_per_epoch in _segments(
@@ -229,8 +232,56 @@ def train(model_config: config_lib.ModelConfig, train: config_lib.TrainConfig, *
         start_block=int(model.optimizer.iterations.numpy()) // updates_per_call)
     fit = model.fit(stream, initial_epoch=initial_epoch, epochs=epochs,
                     steps_per_epoch=steps_per_epoch, validation_data=validation, shuffle=False,
-                    callbacks=callbacks, verbose=verbose)
+                    callbacks=all_callbacks, verbose=verbose)
     history.extend(
         {key: values[i] for key, values in fit.history.items()}
         for i in range(len(fit.epoch)))
   return TrainingResult(model, history, done_steps, int(model.optimizer.iterations.numpy()))
+
+
+def load_configs(model_dir: str | os.PathLike) -> tuple[config_lib.ModelConfig,
+                                                        config_lib.TrainConfig]:
+  path = Path(model_dir) / CONFIG_FILE
+  if not path.exists():
+    raise FileNotFoundError(f"{model_dir} holds no trained model ({CONFIG_FILE} is missing)")
+  saved = json.loads(path.read_text())
+  return config_lib.ModelConfig.from_dict(saved["model"]), config_lib.TrainConfig(**saved["train"])
+
+
+def load_trained_model(model_dir: str | os.PathLike) -> VAE:
+  """The model of `model_dir` at its latest checkpoint."""
+  model_config, train = load_configs(model_dir)
+  model = build_model(model_config, train)
+  latest = tf.train.latest_checkpoint(Path(model_dir) / CHECKPOINT_DIR)
+  if latest is None:
+    raise FileNotFoundError(f"{model_dir} has no checkpoint yet")
+  make_checkpoint(model).restore(latest).assert_existing_objects_matched()
+  return model
+
+
+def save_artifacts(model: VAE, model_dir: str | os.PathLike, images: np.ndarray,
+                   binarization: str, seed: int = 0) -> list[Path]:
+  """The end-of-training outputs: model.keras and PNGs of samples,
+  reconstructions of `images` and, for a 2-D latent space, the manifold.
+  """
+  from vae_tf import plotting
+
+  model_dir = Path(model_dir)
+  shape = model.config.input_shape
+  z = model.prior.sample(100, seed=tf.constant([seed, 0]))
+  written = [
+      plotting.save_image_grid(model.decode(z).mean().numpy().reshape(-1, *shape),
+                               model_dir / "samples.png", ncols=10, scale=2),
+      plotting.save_image_grid(
+          plotting.reconstructions(model, pipeline.evaluation_array(images[:50], binarization),
+                                   shape),
+          model_dir / "reconstructions.png", ncols=10, scale=2),
+  ]
+  if model.config.latent_dim == 2:
+    written.append(plotting.save_image_grid(plotting.latent_manifold(model, shape),
+                                            model_dir / "manifold.png", ncols=20))
+  saved_model = model_dir / "model.keras"
+  temporary = model_dir / ".model.keras.tmp.keras"
+  model.save(temporary)
+  os.replace(temporary, saved_model)
+  return [*written, saved_model]
