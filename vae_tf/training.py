@@ -97,7 +97,7 @@ def make_checkpoint(model: VAE) -> tf.train.Checkpoint:
 
 
 class CheckpointEverySteps(keras.callbacks.Callback):
-  """Checkpoints every `every_steps` SGD updates and at the end of each epoch.
+  """Checkpoints every `every_steps` SGD updates and after the last update.
 
   Saving on a train-batch end, before `fit` runs validation, keeps the epoch's
   running training metrics in the checkpoint.
@@ -111,10 +111,13 @@ class CheckpointEverySteps(keras.callbacks.Callback):
   def on_train_begin(self, logs=None):
     self._last_saved = int(self.model.optimizer.iterations.numpy())
 
+  def on_epoch_begin(self, epoch, logs=None):
+    self._last_epoch = epoch + 1 == self.params["epochs"]
+
   def on_train_batch_end(self, batch, logs=None):
     steps = int(self.model.optimizer.iterations.numpy())
-    last_of_epoch = batch + 1 == self.params["steps"]
-    if last_of_epoch or steps // self.every_steps > self._last_saved // self.every_steps:
+    last_update = self._last_epoch and batch + 1 == self.params["steps"]
+    if last_update or steps // self.every_steps > self._last_saved // self.every_steps:
       self.manager.save(checkpoint_number=steps)
       self._last_saved = steps
 

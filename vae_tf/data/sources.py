@@ -83,6 +83,7 @@ def _load_images(dataset: str, split: str, data_dir: str | None,
 
 
 def _prepare(builder: tfds.core.DatasetBuilder, dataset: str, manual_dir: str | None) -> None:
+  tfds.disable_progress_bar()  # Its redraws flood logs; preparing takes seconds.
   url_infos = builder.url_infos
   if manual_dir is not None:
     folder = _dataset_folder(manual_dir, dataset)
