@@ -18,7 +18,7 @@ $(INSTALLED): pyproject.toml
 run: $(INSTALLED)
 	$(PY) -m pipelines.train --preset=paper --dataset=mnist --latent_dim=20 \
 	  --binarization=dynamic --epochs=40 --model_dir=$(RUN_DIR)
-	$(PY) -m pipelines.evaluate --model_dir=$(RUN_DIR) --num_importance_samples=1000
+	$(PY) -m pipelines.evaluate --model_dir=$(RUN_DIR) --num_importance_samples=200
 
 test: $(INSTALLED)
 	$(PY) -m pytest tests -q

@@ -48,10 +48,10 @@ flags.DEFINE_float("learning_rate", None, "Step size.", lower_bound=0)
 flags.DEFINE_integer("batch_size", None, "M, examples per minibatch.", lower_bound=1)
 flags.DEFINE_integer("epochs", None, "Passes over the training set.", lower_bound=1)
 flags.DEFINE_integer("steps", None, "Total SGD updates; overrides --epochs.", lower_bound=1)
-flags.DEFINE_integer("updates_per_call", 50, "SGD updates fused into one compiled call (speed "
-                     "only; the sequence of updates is unchanged).", lower_bound=1)
-flags.DEFINE_integer("checkpoint_every_steps", 1000, "Checkpoint every N SGD updates (and at "
-                     "every epoch end).", lower_bound=1)
+flags.DEFINE_integer("updates_per_call", 50, "SGD updates fused into one compiled call: a "
+                     "speed knob; every update still takes one minibatch of M.", lower_bound=1)
+flags.DEFINE_integer("checkpoint_every_steps", 1000, "Checkpoint every N SGD updates (and after "
+                     "the last).", lower_bound=1)
 flags.DEFINE_integer("seed", 0, "Seed for initialisation, shuffling, binarization and sampling.")
 
 

@@ -85,8 +85,8 @@ class TrainConfig:
   learning_rate: float = 0.02
   batch_size: int = 100
   epochs: int = 10
-  # SGD updates fused into one compiled call of `train_step`; a speed knob
-  # that leaves the sequence of updates unchanged.
+  # SGD updates fused into one compiled call of `train_step`; a speed knob:
+  # every update still takes one minibatch of `batch_size`.
   updates_per_call: int = 50
   seed: int = 0
   checkpoint_every_steps: int = 1000

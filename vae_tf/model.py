@@ -27,7 +27,7 @@ class VAE(keras.Model):
     super().__init__(**kwargs)
     self.config = config
     self.seed = seed
-    self.encoder = networks.GaussianEncoder(config, name="encoder")
+    self.encoder = networks.make_encoder(config)
     self.decoder = networks.make_decoder(config)
     self.estimator = estimators.ESTIMATORS[config.estimator]
     self.train_seed = keras.random.SeedGenerator(seed, name="train_seed")

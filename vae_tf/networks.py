@@ -53,15 +53,22 @@ class MLP(keras.layers.Layer):
     return x
 
 
-class GaussianEncoder(keras.layers.Layer):
-  """q(z|x) = N(mu(x), diag(sigma^2(x))), the recognition model."""
+class DiagonalGaussianMLP(keras.layers.Layer):
+  """N(mu(h), diag(sigma^2(h))) with h = MLP(input) and a learned log-variance.
 
-  def __init__(self, config: ModelConfig, **kwargs):
+  The encoder q(z|x) uses it as is (C.2); the real-valued decoder p(x|z)
+  squashes the mean with a sigmoid (`sigmoid_mean`), since its data lie in
+  [0, 1].
+  """
+
+  def __init__(self, config: ModelConfig, event_size: int, sigmoid_mean: bool = False,
+               **kwargs):
     super().__init__(**kwargs)
     self.config = config
+    self.sigmoid_mean = sigmoid_mean
     self.hidden = MLP(config, name="hidden")
-    self.loc = _dense(config.latent_dim, config, name="loc")
-    self.log_variance = _dense(config.latent_dim, config, name="log_variance")
+    self.loc = _dense(event_size, config, name="loc")
+    self.log_variance = _dense(event_size, config, name="log_variance")
 
   def build(self, input_shape):
     self.hidden.build(input_shape)
@@ -69,10 +76,13 @@ class GaussianEncoder(keras.layers.Layer):
     self.loc.build(hidden_shape)
     self.log_variance.build(hidden_shape)
 
-  def call(self, x: tf.Tensor) -> tfd.Distribution:
-    h = self.hidden(x)
+  def call(self, inputs: tf.Tensor) -> tfd.Distribution:
+    h = self.hidden(inputs)
+    loc = self.loc(h)
+    if self.sigmoid_mean:
+      loc = tf.sigmoid(loc)
     scale = tf.exp(0.5 * self.log_variance(h))
-    return tfd.Independent(tfd.Normal(self.loc(h), scale), reinterpreted_batch_ndims=1)
+    return tfd.Independent(tfd.Normal(loc, scale), reinterpreted_batch_ndims=1)
 
 
 class BernoulliDecoder(keras.layers.Layer):
@@ -94,30 +104,13 @@ class BernoulliDecoder(keras.layers.Layer):
         tfd.Bernoulli(logits=logits, dtype=tf.float32), reinterpreted_batch_ndims=1)
 
 
-class GaussianDecoder(keras.layers.Layer):
-  """p(x|z) = N(sigmoid(mu(z)), diag(sigma^2(z))) for data in [0, 1]."""
-
-  def __init__(self, config: ModelConfig, **kwargs):
-    super().__init__(**kwargs)
-    self.config = config
-    self.hidden = MLP(config, name="hidden")
-    self.loc = _dense(config.event_size, config, name="loc")
-    self.log_variance = _dense(config.event_size, config, name="log_variance")
-
-  def build(self, input_shape):
-    self.hidden.build(input_shape)
-    hidden_shape = (*input_shape[:-1], self.config.hidden_units[-1])
-    self.loc.build(hidden_shape)
-    self.log_variance.build(hidden_shape)
-
-  def call(self, z: tf.Tensor) -> tfd.Distribution:
-    h = self.hidden(z)
-    loc = tf.sigmoid(self.loc(h))
-    scale = tf.exp(0.5 * self.log_variance(h))
-    return tfd.Independent(tfd.Normal(loc, scale), reinterpreted_batch_ndims=1)
+def make_encoder(config: ModelConfig) -> keras.layers.Layer:
+  """q(z|x), a diagonal Gaussian (Appendix C.2)."""
+  return DiagonalGaussianMLP(config, config.latent_dim, name="encoder")
 
 
 def make_decoder(config: ModelConfig) -> keras.layers.Layer:
+  """p(x|z): Bernoulli (C.1) or Gaussian with a sigmoid-squashed mean (C.2)."""
   if config.likelihood == "bernoulli":
     return BernoulliDecoder(config, name="decoder")
-  return GaussianDecoder(config, name="decoder")
+  return DiagonalGaussianMLP(config, config.event_size, sigmoid_mean=True, name="decoder")
