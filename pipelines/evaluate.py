@@ -10,9 +10,13 @@ Writes <model_dir>/evaluation.json and prints a short report.
 from __future__ import annotations
 
 import json
+import os
 import pathlib
 import sys
 import time
+
+# TensorFlow's C++ start-up chatter would bury a one-line error.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app, flags
 

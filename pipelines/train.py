@@ -11,12 +11,16 @@ Offline, point --manual_dir (or $VAE_TF_MANUAL_DIR) at the raw data files.
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
 import sys
 import time
 
 _START_TIME = time.time()
+# TensorFlow's C++ start-up chatter would bury a one-line error.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from absl import app, flags, logging
+from absl import app, flags
 
 from vae_tf import config as config_lib
 
@@ -49,22 +53,38 @@ flags.DEFINE_integer("batch_size", None, "M, examples per minibatch.", lower_bou
 flags.DEFINE_integer("epochs", None, "Passes over the training set.", lower_bound=1)
 flags.DEFINE_integer("steps", None, "Total SGD updates; overrides --epochs.", lower_bound=1)
 flags.DEFINE_integer("updates_per_call", 50, "SGD updates fused into one compiled call: a "
-                     "speed knob; every update still takes one minibatch of M.", lower_bound=1)
+                     "speed knob; every update still takes one minibatch of M (the random draws, "
+                     "and which examples an epoch drops, depend on it).", lower_bound=1)
 flags.DEFINE_integer("checkpoint_every_steps", 1000, "Checkpoint every N SGD updates (and after "
                      "the last).", lower_bound=1)
 flags.DEFINE_integer("seed", 0, "Seed for initialisation, shuffling, binarization and sampling.")
 
 
-def _weight_decay(value: str, num_train: int) -> float:
-  if value == "prior":
-    return 1.0 / num_train
+def _is_weight_decay(value: str | None) -> bool:
+  if value is None or value == "prior":
+    return True
   try:
-    decay = float(value)
+    return float(value) >= 0
   except ValueError:
-    raise ValueError(f"--weight_decay must be a number >= 0 or 'prior', got {value!r}") from None
-  if decay < 0:
-    raise ValueError(f"--weight_decay must be a number >= 0 or 'prior', got {value!r}")
-  return decay
+    return False
+
+
+def _is_hidden_units(values: list[str] | None) -> bool:
+  return values is None or (bool(values) and all(v.isdigit() and int(v) > 0 for v in values))
+
+
+flags.register_validator("weight_decay", _is_weight_decay,
+                         "must be a number >= 0 or 'prior'")
+flags.register_validator("hidden_units", _is_hidden_units,
+                         "must be positive integers separated by commas, e.g. 500,500")
+flags.register_multi_flags_validator(
+    ["dataset", "binarization"],
+    lambda f: not (f["dataset"] == "frey_face" and f["binarization"] in ("dynamic", "static")),
+    "--binarization applies to MNIST; Frey Face is real-valued (leave it unset or use none)")
+
+
+def _weight_decay(value: str, num_train: int) -> float:
+  return 1.0 / num_train if value == "prior" else float(value)
 
 
 def configs_from_flags(num_train: int) -> tuple[config_lib.ModelConfig, config_lib.TrainConfig]:
@@ -92,9 +112,6 @@ def configs_from_flags(num_train: int) -> tuple[config_lib.ModelConfig, config_l
   }
   model = dataclasses.replace(model, **{k: v for k, v in model_overrides.items() if v is not None})
   train = dataclasses.replace(train, **{k: v for k, v in train_overrides.items() if v is not None})
-  if model.likelihood == "gaussian" and train.binarization != "none":
-    raise ValueError("--binarization applies to MNIST's Bernoulli decoder; Frey Face is "
-                     "real-valued (use --binarization=none)")
   return model, train
 
 
@@ -121,7 +138,7 @@ def main(argv):
       # Small training sets: fuse a whole epoch at most.
       train_config = dataclasses.replace(train_config, updates_per_call=max(1, steps_per_epoch))
     model_dir = FLAGS.model_dir or f"runs/{FLAGS.dataset}_nz{model_config.latent_dim}"
-    logging.info("model_dir=%s\n%s", model_dir, config_lib.dumps(model_config, train_config))
+    print(f"training {model_dir}: {json.dumps(json.loads(config_lib.dumps(model_config, train_config)))}")
     result = training.train(
         model_config, train_config, train_images=train_images,
         validation_images=validation_images, model_dir=model_dir, total_steps=FLAGS.steps,

@@ -60,6 +60,12 @@ class VAE(keras.Model):
     # TFP takes stateless seeds as int32 pairs; Keras keeps int64 state.
     return tf.cast(generator.next(), tf.int32)
 
+  def reset_eval_seed(self) -> None:
+    """Restarts the evaluation draws, so an evaluation depends on the weights alone."""
+    # A SeedGenerator's state starts at [seed, 0] and counts up in slot 1.
+    state = self.eval_seed.state
+    state.assign(tf.constant([self.seed + 1, 0], dtype=state.dtype))
+
   def call(self, x, training=False):
     return self.elbo_terms(x, self._next_seed(self.eval_seed))._asdict()
 

@@ -97,29 +97,56 @@ def make_checkpoint(model: VAE) -> tf.train.Checkpoint:
 
 
 class CheckpointEverySteps(keras.callbacks.Callback):
-  """Checkpoints every `every_steps` SGD updates and after the last update.
+  """Checkpoints every `every_steps` SGD updates and after the last one.
 
-  Saving on a train-batch end, before `fit` runs validation, keeps the epoch's
-  running training metrics in the checkpoint.
+  Mid-epoch saves happen at a train-batch end, before `fit` validates, so the
+  checkpoint holds the epoch's running training metrics. A save due at an
+  epoch's end waits for `on_epoch_end`, after validation and the metrics.csv
+  row (this callback runs after the loggers), so a resumed run lacks no row.
   """
 
-  def __init__(self, manager: tf.train.CheckpointManager, every_steps: int):
+  def __init__(self, manager: tf.train.CheckpointManager, every_steps: int,
+               steps_per_epoch: int):
     super().__init__()
     self.manager = manager
     self.every_steps = every_steps
+    self.steps_per_epoch = steps_per_epoch
+
+  def _steps(self) -> int:
+    return int(self.model.optimizer.iterations.numpy())
+
+  def _due(self, last_of_fit: bool) -> bool:
+    return last_of_fit or self._steps() // self.every_steps > self._last_saved // self.every_steps
+
+  def _save(self) -> None:
+    self._last_saved = self._steps()
+    self.manager.save(checkpoint_number=self._last_saved)
 
   def on_train_begin(self, logs=None):
-    self._last_saved = int(self.model.optimizer.iterations.numpy())
+    self._last_saved = self._steps()
 
   def on_epoch_begin(self, epoch, logs=None):
     self._last_epoch = epoch + 1 == self.params["epochs"]
 
   def on_train_batch_end(self, batch, logs=None):
-    steps = int(self.model.optimizer.iterations.numpy())
-    last_update = self._last_epoch and batch + 1 == self.params["steps"]
-    if last_update or steps // self.every_steps > self._last_saved // self.every_steps:
-      self.manager.save(checkpoint_number=steps)
-      self._last_saved = steps
+    last_of_fit = self._last_epoch and batch + 1 == self.params["steps"]
+    if self._steps() % self.steps_per_epoch and self._due(last_of_fit):
+      self._save()
+
+  def on_epoch_end(self, epoch, logs=None):
+    if self._steps() % self.steps_per_epoch == 0 and self._due(self._last_epoch):
+      self._save()
+
+
+class FixedValidationSeed(keras.callbacks.Callback):
+  """Validates every epoch with the same z draws.
+
+  Validation numbers are then a function of the weights alone: comparable
+  across epochs and identical whether or not the run was resumed.
+  """
+
+  def on_test_begin(self, logs=None):
+    self.model.reset_eval_seed()
 
 
 class ProgressFields(keras.callbacks.Callback):
@@ -156,6 +183,21 @@ class RestoreEpochMetrics(keras.callbacks.Callback):
       for variable, value in zip(self.model.metrics_variables, self.values):
         variable.assign(value)
       self.values = None
+
+
+def truncate_metrics(path: Path, steps: int) -> None:
+  """Drops metrics.csv rows logged after the checkpoint being resumed from.
+
+  A run killed between logging an epoch and its next checkpoint repeats that
+  epoch on resumption; without this its row would appear twice.
+  """
+  if not path.exists():
+    return
+  header, *rows = path.read_text().splitlines(keepends=True)
+  column = header.rstrip("\n").split(",").index("steps")
+  kept = [row for row in rows if int(float(row.split(",")[column])) <= steps]
+  if len(kept) < len(rows):
+    write_atomically(path, header + "".join(kept))
 
 
 @dataclasses.dataclass
@@ -196,6 +238,13 @@ def train(model_config: config_lib.ModelConfig, train: config_lib.TrainConfig, *
   `callbacks` run after the trainer's own (checkpointing, logging).
   """
   start_time = time.time() if start_time is None else start_time
+  updates_per_call = train.updates_per_call
+  blocks_per_epoch = pipeline.blocks_per_epoch(len(train_images), train.batch_size,
+                                               updates_per_call)
+  if blocks_per_epoch < 1:
+    raise ValueError(
+        f"{len(train_images)} training examples do not fill {updates_per_call} minibatch(es) "
+        f"of {train.batch_size}; use more examples or a smaller batch_size / updates_per_call")
   model_dir = Path(model_dir)
   save_or_check_config(model_dir, model_config, train)
   model = build_model(model_config, train)
@@ -204,9 +253,6 @@ def train(model_config: config_lib.ModelConfig, train: config_lib.TrainConfig, *
   if manager.latest_checkpoint:
     checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
 
-  updates_per_call = train.updates_per_call
-  blocks_per_epoch = pipeline.blocks_per_epoch(len(train_images), train.batch_size,
-                                               updates_per_call)
   done_steps = int(model.optimizer.iterations.numpy())
   resumed_mid_epoch = (done_steps // updates_per_call) % blocks_per_epoch != 0
   epoch_metrics = ([v.numpy() for v in model.metrics_variables]
@@ -218,12 +264,15 @@ def train(model_config: config_lib.ModelConfig, train: config_lib.TrainConfig, *
                      f"({updates_per_call})")
   validation = pipeline.evaluation_batches(validation_images, train.binarization,
                                            batch_size=1000)
+  truncate_metrics(model_dir / METRICS_FILE, done_steps)
   all_callbacks = [
       RestoreEpochMetrics(epoch_metrics),
-      CheckpointEverySteps(manager, train.checkpoint_every_steps),
+      FixedValidationSeed(),
       ProgressFields(train.batch_size, start_time),
       keras.callbacks.CSVLogger(str(model_dir / METRICS_FILE), append=True),
       keras.callbacks.TensorBoard(str(model_dir / TENSORBOARD_DIR), write_graph=False),
+      CheckpointEverySteps(manager, train.checkpoint_every_steps,
+                           blocks_per_epoch * updates_per_call),
       *callbacks,
   ]
   history = []
