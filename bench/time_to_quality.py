@@ -21,9 +21,9 @@ from absl import app, flags
 FLAGS = flags.FLAGS
 flags.DEFINE_float("target", -100.0, "Test ELBO (nats) to beat.")
 flags.DEFINE_integer("max_epochs", 60, "Give up after this many epochs.", lower_bound=1)
-flags.DEFINE_list("hidden_units", ["500"], "Hidden layer sizes.")
+flags.DEFINE_list("hidden_units", ["500", "500"], "Hidden layer sizes.")
 flags.DEFINE_string("activation", "relu", "Hidden activation.")
-flags.DEFINE_float("learning_rate", 2e-3, "Adam step size.")
+flags.DEFINE_float("learning_rate", 1e-3, "Adam step size.")
 flags.DEFINE_integer("batch_size", 100, "Minibatch size M.")
 flags.DEFINE_integer("updates_per_call", 50, "SGD updates per compiled call.")
 flags.DEFINE_string("manual_dir", None, "Raw data folder for offline preparation.")
