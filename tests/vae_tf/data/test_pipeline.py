@@ -131,19 +131,24 @@ def test_each_epoch_is_a_fresh_permutation_of_the_data(images):
   assert len(set(data_counts) - set().union(*map(set, orders))) < NUM_IMAGES - EXAMPLES_PER_EPOCH
 
 
+def assert_bernoulli_sample(grey: np.ndarray, binary: np.ndarray) -> None:
+  """`binary` is a Bernoulli(pixel / 255) sample of the same examples as `grey`."""
+  assert set(np.unique(binary)) == {0.0, 1.0}
+  # Black pixels stay 0, white ones are always 1.
+  assert np.all(binary[grey == 0.0] == 0.0)
+  assert np.all(binary[grey == 1.0] == 1.0)
+  # The mean matches the grey-level mean to within 4 standard errors.
+  standard_error = np.sqrt(np.sum(grey * (1.0 - grey))) / grey.size
+  assert abs(binary.mean() - grey.mean()) < 4.0 * standard_error, (binary.mean(), grey.mean())
+
+
 def test_dynamic_binarization_samples_each_pixel_afresh(images):
   # A seed orders the examples the same whatever the binarization, so the
   # grey stream says which image and grey levels each binary example has.
   num_blocks = 2 * BLOCKS_PER_EPOCH
   grey = take(stream(images, binarization="none", seed=11), num_blocks)
   binary = take(stream(images, binarization="dynamic", seed=11), num_blocks)
-  assert set(np.unique(binary)) == {0.0, 1.0}
-  # Bernoulli(pixel / 255): black pixels stay 0, white ones are always 1.
-  assert np.all(binary[grey == 0.0] == 0.0)
-  assert np.all(binary[grey == 1.0] == 1.0)
-  # The mean matches the grey-level mean to within 4 standard errors.
-  standard_error = np.sqrt(np.sum(grey * (1.0 - grey))) / grey.size
-  assert abs(binary.mean() - grey.mean()) < 4.0 * standard_error, (binary.mean(), grey.mean())
+  assert_bernoulli_sample(grey, binary)
   assert abs(binary.mean() - images.mean() / 255.0) < 0.01
 
   # An image drawn in both epochs gets a new sample of its grey pixels.
@@ -166,11 +171,7 @@ def test_static_binarization_is_the_same_every_epoch(images):
   num_blocks = 2 * BLOCKS_PER_EPOCH
   grey = take(stream(images, binarization="none", seed=2), num_blocks)
   binary = take(stream(images, binarization="static", seed=2), num_blocks)
-  assert set(np.unique(binary)) == {0.0, 1.0}
-  assert np.all(binary[grey == 0.0] == 0.0)
-  assert np.all(binary[grey == 1.0] == 1.0)
-  standard_error = np.sqrt(np.sum(grey * (1.0 - grey))) / grey.size
-  assert abs(binary.mean() - grey.mean()) < 4.0 * standard_error
+  assert_bernoulli_sample(grey, binary)
 
   first = by_image(epoch_rows(grey, 0), epoch_rows(binary, 0))
   second = by_image(epoch_rows(grey, 1), epoch_rows(binary, 1))
