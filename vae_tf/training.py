@@ -245,6 +245,11 @@ def train(model_config: config_lib.ModelConfig, train: config_lib.TrainConfig, *
     raise ValueError(
         f"{len(train_images)} training examples do not fill {updates_per_call} minibatch(es) "
         f"of {train.batch_size}; use more examples or a smaller batch_size / updates_per_call")
+  if total_steps is None:
+    total_steps = train.epochs * blocks_per_epoch * updates_per_call
+  if total_steps % updates_per_call:
+    raise ValueError(f"steps ({total_steps}) must be a multiple of updates_per_call "
+                     f"({updates_per_call})")
   model_dir = Path(model_dir)
   save_or_check_config(model_dir, model_config, train)
   model = build_model(model_config, train)
@@ -257,11 +262,6 @@ def train(model_config: config_lib.ModelConfig, train: config_lib.TrainConfig, *
   resumed_mid_epoch = (done_steps // updates_per_call) % blocks_per_epoch != 0
   epoch_metrics = ([v.numpy() for v in model.metrics_variables]
                    if resumed_mid_epoch else None)
-  if total_steps is None:
-    total_steps = train.epochs * blocks_per_epoch * updates_per_call
-  if total_steps % updates_per_call:
-    raise ValueError(f"steps ({total_steps}) must be a multiple of updates_per_call "
-                     f"({updates_per_call})")
   validation = pipeline.evaluation_batches(validation_images, train.binarization,
                                            batch_size=1000)
   truncate_metrics(model_dir / METRICS_FILE, done_steps)
