@@ -138,7 +138,8 @@ def main(argv):
       # Small training sets: fuse a whole epoch at most.
       train_config = dataclasses.replace(train_config, updates_per_call=max(1, steps_per_epoch))
     model_dir = FLAGS.model_dir or f"runs/{FLAGS.dataset}_nz{model_config.latent_dim}"
-    print(f"training {model_dir}: {json.dumps(json.loads(config_lib.dumps(model_config, train_config)))}")
+    settings = {"model": model_config.to_dict(), "train": train_config.to_dict()}
+    print(f"training {model_dir}: {json.dumps(settings)}")
     result = training.train(
         model_config, train_config, train_images=train_images,
         validation_images=validation_images, model_dir=model_dir, total_steps=FLAGS.steps,
