@@ -31,13 +31,17 @@ class VAE(keras.Model):
     self.decoder = networks.make_decoder(config)
     self.estimator = estimators.ESTIMATORS[config.estimator]
     self.train_seed = keras.random.SeedGenerator(seed, name="train_seed")
-    self.eval_seed = keras.random.SeedGenerator(seed + 1, name="eval_seed")
+    self.eval_seed = keras.random.SeedGenerator(self._eval_seed_start, name="eval_seed")
     self.elbo_tracker = keras.metrics.Mean(name="elbo")
     self.reconstruction_tracker = keras.metrics.Mean(name="reconstruction")
     self.kl_tracker = keras.metrics.Mean(name="kl")
     self.encoder.build((None, config.event_size))
     self.decoder.build((None, config.latent_dim))
     self.built = True
+
+  @property
+  def _eval_seed_start(self) -> int:
+    return self.seed + 1
 
   @property
   def prior(self) -> tfd.Distribution:
@@ -64,7 +68,7 @@ class VAE(keras.Model):
     """Restarts the evaluation draws, so an evaluation depends on the weights alone."""
     # A SeedGenerator's state starts at [seed, 0] and counts up in slot 1.
     state = self.eval_seed.state
-    state.assign(tf.constant([self.seed + 1, 0], dtype=state.dtype))
+    state.assign(tf.constant([self._eval_seed_start, 0], dtype=state.dtype))
 
   def call(self, x, training=False):
     return self.elbo_terms(x, self._next_seed(self.eval_seed))._asdict()

@@ -7,11 +7,11 @@ builder defines one (see `FreyFace`).
 
 from __future__ import annotations
 
-import hashlib
 
 import numpy as np
 import scipy.io
 import tensorflow_datasets as tfds
+from tensorflow_datasets.core.download import checksums
 from tensorflow_datasets.core.download.download_manager import NonMatchingChecksumError
 
 URL = "https://cs.nyu.edu/~roweis/data/frey_rawface.mat"
@@ -50,13 +50,6 @@ def split_indices() -> dict[str, np.ndarray]:
   order = np.random.default_rng(SPLIT_SEED).permutation(NUM_FRAMES)
   return {"train": order[NUM_TEST:], "test": order[:NUM_TEST]}
 
-
-def _sha256(path) -> str:
-  digest = hashlib.sha256()
-  with path.open("rb") as f:
-    for chunk in iter(lambda: f.read(1 << 20), b""):
-      digest.update(chunk)
-  return digest.hexdigest()
 
 
 class FreyFace(tfds.core.GeneratorBasedBuilder):
@@ -133,7 +126,7 @@ class FreyFace(tfds.core.GeneratorBasedBuilder):
     if expected is None:
       raise RuntimeError(f"no registered checksum for {URL}: checksums.tsv is missing "
                          f"next to {__file__}")
-    actual = _sha256(path)
+    actual = checksums.compute_url_info(path).checksum
     if actual != expected.checksum:
       raise NonMatchingChecksumError(
           f"{path} has sha256 {actual}, expected {expected.checksum} ({expected.size} "

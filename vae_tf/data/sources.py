@@ -16,7 +16,6 @@ Each file is checked against the sha256 TFDS registers for it before use.
 from __future__ import annotations
 
 import functools
-import hashlib
 import os
 import pathlib
 import socket
@@ -25,6 +24,7 @@ import urllib.request
 
 import numpy as np
 import tensorflow_datasets as tfds
+from tensorflow_datasets.core.download import checksums
 from tensorflow_datasets.core.download.download_manager import NonMatchingChecksumError
 
 from vae_tf.data import frey_face  # noqa: F401  (registers the `frey_face` builder)
@@ -123,7 +123,7 @@ def _check_manual_files(folder: pathlib.Path, dataset: str, url_infos) -> None:
         dataset, url_infos, f"{', '.join(missing)} missing from manual_dir {folder}"))
   for info in url_infos.values():
     path = folder / info.filename
-    actual = _sha256(path)
+    actual = checksums.compute_url_info(path).checksum
     if actual != info.checksum:
       raise DataUnavailableError(_message(
           dataset, url_infos, f"checksum mismatch: {path} has sha256 {actual}, expected "
@@ -136,13 +136,6 @@ def _message(dataset: str, url_infos, reason: str) -> str:
           f"{DEFAULT_MANUAL_DIR_ENV}=<folder>, a folder holding {files} "
           f"(directly or in a {dataset}/ subfolder)")
 
-
-def _sha256(path: pathlib.Path) -> str:
-  digest = hashlib.sha256()
-  with path.open("rb") as f:
-    for chunk in iter(lambda: f.read(1 << 20), b""):
-      digest.update(chunk)
-  return digest.hexdigest()
 
 
 def _unresolvable_host(url_infos) -> str | None:
