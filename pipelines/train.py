@@ -57,6 +57,10 @@ flags.DEFINE_integer("updates_per_call", 50, "SGD updates fused into one compile
                      "and which examples an epoch drops, depend on it).", lower_bound=1)
 flags.DEFINE_integer("checkpoint_every_steps", 1000, "Checkpoint every N SGD updates (and after "
                      "the last).", lower_bound=1)
+flags.DEFINE_bool("export", True, "Export a SavedModel version for serving when training ends.")
+flags.DEFINE_string("export_base", None, "Folder of served models for --export (default: "
+                    "<model_dir>/export); the version goes to <export_base>/<model_name>/N.")
+flags.DEFINE_string("model_name", "vae", "Served model name for --export.")
 flags.DEFINE_integer("seed", 0, "Seed for initialisation, shuffling, binarization and sampling.")
 
 
@@ -77,6 +81,8 @@ flags.register_validator("weight_decay", _is_weight_decay,
                          "must be a number >= 0 or 'prior'")
 flags.register_validator("hidden_units", _is_hidden_units,
                          "must be positive integers separated by commas, e.g. 500,500")
+flags.register_validator("model_name", config_lib.is_model_name,
+                         "must be letters, digits, '_', '.' or '-', not starting with '.' or '-'")
 flags.register_multi_flags_validator(
     ["dataset", "binarization"],
     lambda f: not (f["dataset"] == "frey_face" and f["binarization"] in ("dynamic", "static")),
@@ -148,10 +154,14 @@ def main(argv):
     sys.exit(f"error: {error}")
   training.save_artifacts(result.model, model_dir, validation_images, train_config.binarization,
                          train_config.seed)
+  exported = training.export_run(result.model, model_dir, FLAGS.export_base,
+                                 FLAGS.model_name) if FLAGS.export else None
   final = result.history[-1] if result.history else {}
   print(f"trained {result.steps} steps (resumed from {result.resumed_from_step}) in "
         f"{time.time() - _START_TIME:.1f} s; validation ELBO "
         f"{final.get('val_elbo', float('nan')):.2f} nats; outputs in {model_dir}")
+  if exported:
+    print(f"exported {exported}")
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 
 DATASETS = ("mnist", "frey_face")
 ESTIMATORS = ("A", "B")
@@ -19,6 +20,11 @@ ACTIVATIONS = ("tanh", "relu", "softplus", "elu")
 PRESETS = ("paper", "modern")
 
 INPUT_SHAPES = {"mnist": (28, 28), "frey_face": (28, 20)}
+
+
+def is_model_name(name: str) -> bool:
+  """Whether `name` can name a served model: one path segment, as in a URL."""
+  return bool(re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*", name or ""))
 
 
 @dataclasses.dataclass(frozen=True)

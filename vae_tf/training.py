@@ -31,6 +31,7 @@ CONFIG_FILE = "config.json"
 CHECKPOINT_DIR = "checkpoints"
 METRICS_FILE = "metrics.csv"
 TENSORBOARD_DIR = "tensorboard"
+EXPORT_DIR = "export"
 
 
 class ConfigMismatchError(ValueError):
@@ -337,3 +338,18 @@ def save_artifacts(model: VAE, model_dir: str | os.PathLike, images: np.ndarray,
   model.save(temporary)
   os.replace(temporary, saved_model)
   return [*written, saved_model]
+
+
+def export_run(model: VAE, model_dir: str | os.PathLike, export_base: str | None = None,
+               model_name: str | None = None, version: int | None = None) -> Path:
+  """Exports `model`, trained in `model_dir`, as a new SavedModel version.
+
+  The version carries the run's config.json; `export_base` defaults to
+  `<model_dir>/export`.
+  """
+  from vae_tf import export
+
+  model_dir = Path(model_dir)
+  return export.export_saved_model(
+      model, export_base or model_dir / EXPORT_DIR, model_name or export.DEFAULT_MODEL_NAME,
+      version, (model_dir / CONFIG_FILE).read_text())

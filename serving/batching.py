@@ -1,0 +1,263 @@
+"""Server-side batching, with TF Serving's BatchingParameters semantics.
+
+Concurrent requests for the same servable, signature, inputs and outputs are
+queued together; a batch thread takes a batch when it is full, when its
+oldest request has waited `batch_timeout_micros`, or at once if the timeout
+is 0 and a thread is free. So under load requests pile up while the threads
+are busy and the next batch is larger: throughput adapts without a fixed
+wait. Inputs are concatenated along axis 0 (padded with copies of the first
+row up to the next of `allowed_batch_sizes`), run once, and the outputs are
+split back.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import os
+import threading
+import time
+from concurrent import futures
+from typing import Callable
+
+import grpc
+import numpy as np
+
+from serving import errors
+
+RunFunction = Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
+
+
+@dataclasses.dataclass(frozen=True)
+class BatchingOptions:
+  """TF Serving's BatchingParameters, with its defaults for unset fields."""
+
+  max_batch_size: int = 1000
+  batch_timeout_micros: int = 0
+  max_enqueued_batches: int = 10
+  num_batch_threads: int = os.cpu_count() or 1
+  allowed_batch_sizes: tuple[int, ...] = ()
+  pad_variable_length_inputs: bool = False
+
+  def __post_init__(self):
+    for name in ("max_batch_size", "max_enqueued_batches", "num_batch_threads"):
+      if getattr(self, name) < 1:
+        raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+    if self.batch_timeout_micros < 0:
+      raise ValueError(f"batch_timeout_micros must be >= 0, got {self.batch_timeout_micros}")
+    sizes = list(self.allowed_batch_sizes)
+    if sizes:
+      if sizes != sorted(set(sizes)) or sizes[0] < 1:
+        raise ValueError(f"allowed_batch_sizes must be increasing positive integers, got {sizes}")
+      if sizes[-1] != self.max_batch_size:
+        raise ValueError(
+            f"Last entry in allowed_batch_sizes must match max_batch_size; last entry was "
+            f"{sizes[-1]}; expected {self.max_batch_size}")
+    if self.pad_variable_length_inputs:
+      raise ValueError("pad_variable_length_inputs is not supported by this server")
+
+  @classmethod
+  def from_proto(cls, parameters) -> BatchingOptions:
+    """From a `serving.protos.BatchingParameters` message."""
+    values = {}
+    for name in ("max_batch_size", "batch_timeout_micros", "max_enqueued_batches",
+                 "num_batch_threads"):
+      if parameters.HasField(name):
+        values[name] = getattr(parameters, name).value
+    values["allowed_batch_sizes"] = tuple(parameters.allowed_batch_sizes)
+    values["pad_variable_length_inputs"] = parameters.pad_variable_length_inputs
+    return cls(**values)
+
+  def padded_size(self, size: int) -> int:
+    for allowed in self.allowed_batch_sizes:
+      if allowed >= size:
+        return allowed
+    return size
+
+
+@dataclasses.dataclass
+class _Task:
+  inputs: dict[str, np.ndarray]
+  size: int
+  future: futures.Future
+  enqueued_at: float
+
+
+@dataclasses.dataclass
+class _Batch:
+  key: object
+  tasks: list[_Task] = dataclasses.field(default_factory=list)
+  size: int = 0
+
+
+class _Queue:
+
+  def __init__(self, run: RunFunction):
+    self.run = run
+    self.batches: collections.deque[_Batch] = collections.deque()
+
+
+def batch_size_of(inputs: dict[str, np.ndarray]) -> int:
+  """The shared size of axis 0, with TF Serving's errors for inputs without one."""
+  if not inputs:
+    raise errors.invalid_argument("Batching session Run() must have at least one input tensor")
+  sizes = set()
+  for value in inputs.values():
+    if value.ndim == 0:
+      raise errors.invalid_argument(
+          "Batching session Run() input tensors must have at least one dimension")
+    sizes.add(value.shape[0])
+  if len(sizes) > 1:
+    raise errors.invalid_argument(
+        "Batching session Run() input tensors must have equal 0th-dimension size")
+  return sizes.pop()
+
+
+class BatchScheduler:
+  """Batches tasks per queue key and runs them on `num_batch_threads` threads.
+
+  Observers (e.g. metrics) get `on_batch(key, size, padded_size, queue_seconds)`.
+  """
+
+  def __init__(self, options: BatchingOptions, on_batch: Callable | None = None):
+    self.options = options
+    self._on_batch = on_batch
+    self._queues: dict[object, _Queue] = {}
+    self._condition = threading.Condition()
+    self._stopping = False
+    self._threads = [threading.Thread(target=self._work, name=f"batch-{i}", daemon=True)
+                     for i in range(options.num_batch_threads)]
+    for thread in self._threads:
+      thread.start()
+
+  def submit(self, key, run: RunFunction, inputs: dict[str, np.ndarray]) -> futures.Future:
+    """Queues one request; its future gets that request's rows of the outputs.
+
+    `key` must identify everything that makes two requests mergeable (the
+    servable, signature, input and output names, per-row shapes); `run`
+    computes outputs for merged inputs.
+    """
+    size = batch_size_of(inputs)
+    if size > self.options.max_batch_size:
+      raise errors.invalid_argument(
+          f"Task size {size} is larger than maximum input batch size "
+          f"{self.options.max_batch_size}")
+    task = _Task(inputs, size, futures.Future(), time.monotonic())
+    with self._condition:
+      if self._stopping:
+        raise errors.unavailable("The server is shutting down")
+      queue = self._queues.get(key)
+      if queue is None:
+        queue = self._queues[key] = _Queue(run)
+      batches = queue.batches
+      if not batches or batches[-1].size + size > self.options.max_batch_size:
+        if len(batches) >= self.options.max_enqueued_batches:
+          raise errors.unavailable(
+              "The batch scheduling queue to which this task was submitted is full")
+        batches.append(_Batch(key))
+      batches[-1].tasks.append(task)
+      batches[-1].size += size
+      self._condition.notify()
+    return task.future
+
+  def _ready_batch(self, now: float) -> tuple[_Queue, _Batch] | float | None:
+    """A batch to run now, else seconds until one times out (None: no batches)."""
+    timeout = self.options.batch_timeout_micros / 1e6
+    wait = None
+    oldest = None
+    for key, queue in self._queues.items():
+      if not queue.batches:
+        continue
+      first = queue.batches[0]
+      full = len(queue.batches) > 1 or first.size >= self.options.max_batch_size
+      due = first.tasks[0].enqueued_at + timeout
+      if full or due <= now:
+        if oldest is None or first.tasks[0].enqueued_at < oldest[1].tasks[0].enqueued_at:
+          oldest = (key, first)
+      else:
+        wait = due - now if wait is None else min(wait, due - now)
+    if oldest is not None:
+      key, batch = oldest
+      queue = self._queues[key]
+      queue.batches.popleft()
+      if not queue.batches:
+        del self._queues[key]
+      return queue, batch
+    return wait
+
+  def _work(self) -> None:
+    while True:
+      with self._condition:
+        while True:
+          if self._stopping and not self._queues:
+            return
+          ready = self._ready_batch(time.monotonic())
+          if isinstance(ready, tuple):
+            break
+          self._condition.wait(ready)
+      queue, batch = ready
+      self._process(queue.run, batch)
+
+  def _process(self, run: RunFunction, batch: _Batch) -> None:
+    started = time.monotonic()
+    tasks = [t for t in batch.tasks if t.future.set_running_or_notify_cancel()]
+    if not tasks:
+      return
+    padded = self.options.padded_size(sum(t.size for t in tasks))
+    if self._on_batch is not None:
+      self._on_batch(batch.key, sum(t.size for t in tasks), padded,
+                     started - min(t.enqueued_at for t in tasks))
+    try:
+      outputs = run(self._merge(tasks, padded))
+      pieces = self._split(outputs, tasks, padded)
+    except errors.ServingError as error:
+      for task in tasks:
+        task.future.set_exception(error)
+      return
+    except Exception as error:  # a failed batch must never strand its callers
+      for task in tasks:
+        task.future.set_exception(errors.ServingError(grpc.StatusCode.INTERNAL,
+                                                      f"{type(error).__name__}: {error}"))
+      return
+    for task, piece in zip(tasks, pieces):
+      task.future.set_result(piece)
+
+  @staticmethod
+  def _merge(tasks: list[_Task], padded: int) -> dict[str, np.ndarray]:
+    if len(tasks) == 1 and padded == tasks[0].size:
+      return tasks[0].inputs
+    padding = padded - sum(t.size for t in tasks)
+    merged = {}
+    for name, first in tasks[0].inputs.items():
+      parts = [t.inputs[name] for t in tasks]
+      if padding:
+        parts.append(np.repeat(first[:1], padding, axis=0))
+      merged[name] = np.concatenate(parts)
+    return merged
+
+  @staticmethod
+  def _split(outputs: dict[str, np.ndarray], tasks: list[_Task],
+             padded: int) -> list[dict[str, np.ndarray]]:
+    if len(tasks) == 1 and padded == tasks[0].size:
+      return [outputs]
+    total = sum(t.size for t in tasks)
+    bounds = np.cumsum([t.size for t in tasks])[:-1]
+    pieces = [{} for _ in tasks]
+    for name, value in outputs.items():
+      if value.ndim == 0:
+        raise errors.failed_precondition("Batched output tensor has 0 dimensions")
+      if value.shape[0] != padded:
+        raise errors.failed_precondition(
+            "Batched output tensor's 0th dimension does not equal the sum of the 0th "
+            "dimension sizes of the input tensors")
+      for piece, part in zip(pieces, np.split(value[:total], bounds)):
+        piece[name] = part
+    return pieces
+
+  def stop(self) -> None:
+    """Finishes queued batches, then ends the threads."""
+    with self._condition:
+      self._stopping = True
+      self._condition.notify_all()
+    for thread in self._threads:
+      thread.join()

@@ -1,0 +1,149 @@
+"""TF Serving's REST API (its http_rest_api_handler.cc) on aiohttp.
+
+  GET  /v1/models/{name}[/versions/{v}|/labels/{l}]            model status
+  GET  /v1/models/{name}[/versions/{v}|/labels/{l}]/metadata   signature defs
+  POST /v1/models/{name}[/versions/{v}|/labels/{l}]:predict    predict
+
+Paths are matched, as TF Serving does, against the raw path and query with
+its regular expressions; anything else under /v1/ is a 400 "Malformed
+request", anything outside it the plain HTML 404 page of TF Serving's HTTP
+server.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import urllib.parse
+
+from aiohttp import web
+from google.protobuf import json_format
+from tensorflow_serving.apis import model_pb2
+
+from serving import errors, json_tensors
+from serving import service as service_lib
+from serving.service import ModelService
+
+_PREDICT = re.compile(r"/v1/models/([^/:]+)(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?"
+                      r":(classify|regress|predict)", re.IGNORECASE)
+_STATUS = re.compile(r"/v1/models(?:/([^/:]+))?(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?"
+                     r"(?:\/(metadata))?", re.IGNORECASE)
+_API = re.compile(r"/v1/.*", re.IGNORECASE | re.DOTALL)
+_NOT_FOUND_PAGE = ("<HTML><HEAD>\n<TITLE>404 Not Found</TITLE>\n</HEAD><BODY>\n<H1>Not Found</H1>\n"
+                   "</BODY></HTML>\n")
+_INT64_MAX = 2**63 - 1
+
+
+def _json_response(body: bytes | str, status: int = 200) -> web.Response:
+  return web.Response(body=body, status=status, content_type="application/json")
+
+
+def _error_response(error: errors.ServingError) -> web.Response:
+  return _json_response(json_tensors.error_body(error.message), error.http_status)
+
+
+def _model_spec(name: str, version: str | None, label: str | None) -> tuple[str, int | None, str | None]:
+  name = urllib.parse.unquote(name)
+  if version is not None:
+    if int(version) > _INT64_MAX:
+      raise errors.invalid_argument(f"Failed to convert version: {version} to numeric.")
+    return name, int(version), None
+  return name, None, urllib.parse.unquote(label) if label is not None else None
+
+
+def _status_json(statuses) -> str:
+  return json_format.MessageToJson(service_lib.status_response(statuses),
+                                   always_print_fields_with_no_presence=True, indent=1) + "\n"
+
+
+class RestApi:
+  """The aiohttp application serving TF Serving's REST API."""
+
+  def __init__(self, service: ModelService, metrics_path: str | None = None,
+               max_body_bytes: int = 64 << 20):
+    self.service = service
+    self.metrics_path = metrics_path
+    self.max_body_bytes = max_body_bytes
+    self.app = web.Application(client_max_size=max_body_bytes)
+    self.app.router.add_route("*", "/{tail:.*}", self.dispatch)
+
+  async def dispatch(self, request: web.Request) -> web.StreamResponse:
+    raw_path = request.raw_path  # path and query, undecoded, as TF Serving matches them
+    if self.metrics_path and request.path == self.metrics_path:
+      if raw_path != self.metrics_path:
+        return web.Response(status=400, text=f"Unexpected path: {raw_path}. Should be "
+                                             f"{self.metrics_path}")
+      return web.Response(text=self.service.metrics.exposition(), content_type="text/plain")
+    if not _API.fullmatch(raw_path):
+      return web.Response(status=404, text=_NOT_FOUND_PAGE, content_type="text/html")
+    try:
+      return await self._dispatch_api(request, raw_path)
+    except errors.ServingError as error:
+      return _error_response(error)
+
+  async def _dispatch_api(self, request: web.Request, raw_path: str) -> web.Response:
+    malformed = errors.invalid_argument(f"Malformed request: {request.method} {raw_path}")
+    if request.method == "POST":
+      match = _PREDICT.fullmatch(raw_path)
+      if not match or match.group(4) != "predict":
+        if match and match.group(4) in ("classify", "regress"):
+          raise errors.unimplemented(f"{match.group(4)} is not supported: the models served "
+                                     "here have predict signatures only")
+        raise malformed
+      return await self._predict(request, *_model_spec(*match.group(1, 2, 3)))
+    if request.method == "GET":
+      match = _STATUS.fullmatch(raw_path)
+      if not match:
+        raise malformed
+      if match.group(1) is None:
+        raise errors.invalid_argument("Missing model name in request.")
+      spec = _model_spec(*match.group(1, 2, 3))
+      if match.group(4) == "metadata":
+        return self._metadata(*spec)
+      return self._status(*spec)
+    raise malformed
+
+  def _status(self, name: str, version: int | None, label: str | None) -> web.Response:
+    return _json_response(_status_json(self.service.manager.statuses(name, version, label)))
+
+  def _metadata(self, name: str, version: int | None, label: str | None) -> web.Response:
+    with self.service.manager.servable(name, version, label) as servable:
+      spec = model_pb2.ModelSpec(name=name)
+      spec.version.value = servable.version
+      signatures = service_lib.signature_def_map(servable)
+    print_options = dict(always_print_fields_with_no_presence=True,
+                         preserving_proto_field_name=True, indent=1)
+    body = ("{\n\"model_spec\":" + json_format.MessageToJson(spec, **print_options) + "\n,\n"
+            "\"metadata\": {\"signature_def\": "
+            + json_format.MessageToJson(signatures, **print_options) + "\n}\n}\n")
+    return _json_response(body)
+
+  async def _predict(self, request: web.Request, name: str, version: int | None,
+                     label: str | None) -> web.Response:
+    started = time.monotonic()
+    try:
+      body = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+      # TF Serving sets no limit; an explicit one keeps a huge body from
+      # exhausting memory, and says so in the usual error format.
+      return _json_response(json_tensors.error_body(
+          f"Request body exceeds the limit of {self.max_body_bytes} bytes "
+          "(--rest_api_max_body_bytes)"), 413)
+    try:
+      document = json_tensors.parse(body)
+      with self.service.manager.servable(name, version, label) as servable:
+        signature_name = document.get("signature_name") or "serving_default"
+        signature = servable.signatures.get(signature_name)
+        if signature is None or signature.function is None:
+          raise errors.invalid_argument(
+              f'Serving signature name: "{signature_name}" not found in signature def')
+        may_hold_bools = b"true" in body or b"false" in body
+        inputs, row_format = json_tensors.request_inputs(document, signature.inputs,
+                                                         may_hold_bools)
+        outputs = await self.service.run(servable, signature, inputs, [])
+      response = _json_response(json_tensors.response(outputs, row_format))
+    except errors.ServingError as error:
+      self.service.record(name, error, "REST", started)
+      return _error_response(error)
+    self.service.record(name, None, "REST", started)
+    return response
