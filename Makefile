@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed-stamp
 RUN_DIR ?= runs/make_run
 
-.PHONY: run test bench clean
+.PHONY: run test serve bench clean
 
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,12 +20,20 @@ run: $(INSTALLED)
 	  --binarization=dynamic --epochs=40 --model_dir=$(RUN_DIR)
 	$(PY) -m pipelines.evaluate --model_dir=$(RUN_DIR) --num_importance_samples=200
 
+# Serves the newest version `make run` exported (REST :8501, gRPC :8500).
+serve: $(INSTALLED)
+	test -d $(RUN_DIR)/export/vae || $(PY) -m pipelines.export --model_dir=$(RUN_DIR)
+	$(PY) -m serving.server --model_name=vae --model_base_path=$(RUN_DIR)/export/vae \
+	  --port=8500 --rest_api_port=8501 --enable_batching \
+	  --batching_parameters_file=serving/batching_parameters.pbtxt
+
 test: $(INSTALLED)
 	$(PY) -m pytest tests -q
 
 bench: $(INSTALLED)
 	$(PY) -m bench.train_throughput
 	$(PY) -m bench.time_to_quality
+	$(PY) -m bench.serving_load
 
 clean:
 	rm -rf runs .pytest_cache

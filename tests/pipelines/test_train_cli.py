@@ -272,3 +272,20 @@ def test_evaluate_reports_elbo_and_log_likelihood(env, reference):
   assert re.search(rf"ELBO\s+{report['elbo']:.2f} nats \(reconstruction "
                    rf"{report['reconstruction']:.2f}, KL {report['kl']:.2f}\)", stdout)
   assert re.search(rf"log p\(x\), IS k=50\s+{report['log_likelihood']:.2f} nats", stdout)
+
+
+def test_training_exports_a_version_and_export_adds_the_next(env, reference):
+  model_dir, result = finished_reference(reference)
+  exported = model_dir / training.EXPORT_DIR / "vae"
+  assert f"exported {exported / '1'}" in result.stdout
+  assert (exported / "1" / "saved_model.pb").exists()
+  assert json.loads((exported / "1" / "assets.extra" / "vae_tf_config.json").read_text()) == \
+      json.loads((model_dir / training.CONFIG_FILE).read_text())
+  again = run("pipelines.export", f"--model_dir={model_dir}", env=env)
+  assert again.returncode == 0, again.stderr[-3000:]
+  assert again.stdout.strip().endswith(f"exported {exported / '2'}")
+  taken = run("pipelines.export", f"--model_dir={model_dir}", "--version=2", env=env)
+  assert taken.returncode != 0
+  assert taken.stderr.strip().splitlines()[-1] == f"error: {exported / '2'} already exists"
+  bad_name = run("pipelines.export", f"--model_dir={model_dir}", "--model_name=../x", env=env)
+  assert bad_name.returncode != 0 and "--model_name" in bad_name.stderr
