@@ -324,8 +324,11 @@ async def _verify(job: LoadJob) -> dict:
 def _load_worker(conn) -> None:
   """A load generator process: runs the jobs the benchmark sends until None."""
   signal.signal(signal.SIGINT, signal.SIG_IGN)  # the benchmark decides when to stop
-  import grpc  # pylint: disable=unused-import
-  from tensorflow_serving.apis import prediction_service_pb2_grpc  # pylint: disable=unused-import
+  # Imported (TensorFlow with them) before the first job, which must not pay for it.
+  # pylint: disable=unused-import
+  import grpc  # noqa: F401
+  from tensorflow_serving.apis import prediction_service_pb2_grpc  # noqa: F401
+  # pylint: enable=unused-import
 
   # One loop for the process's life: grpc.aio binds itself to the first loop.
   loop = asyncio.new_event_loop()
@@ -729,7 +732,9 @@ def run_benchmark(work_dir: Path, load_before: float) -> None:
                  f"--rest_api_port={rest_port}", f"--host={FLAGS.host}"]
       if batching == "on":
         parameters = FLAGS.batching_parameters_file
-        if parameters is None:
+        if parameters is not None:
+          parameters = Path(parameters).resolve()  # the server runs from the repository root
+        else:
           parameters = work_dir / "batching_parameters.txt"
           parameters.write_text(DEFAULT_BATCHING_PARAMETERS)
         command += ["--enable_batching", f"--batching_parameters_file={parameters}"]

@@ -62,11 +62,17 @@ async def serve(service, host: str, port: int, rest_port: int, metrics_path: str
 
   from serving import grpc_api, rest
 
+  # SO_REUSEPORT off: otherwise a port another server holds binds silently.
   grpc_server = grpc.aio.server(options=[("grpc.max_receive_message_length", 2**31 - 1),
-                                         ("grpc.max_send_message_length", 2**31 - 1)])
+                                         ("grpc.max_send_message_length", 2**31 - 1),
+                                         ("grpc.so_reuseport", 0)])
   grpc_api.add_services(grpc_server, service)
-  if not grpc_server.add_insecure_port(f"{host}:{port}"):
-    raise OSError(f"cannot bind the gRPC port {host}:{port}")
+  try:
+    bound = grpc_server.add_insecure_port(f"{host}:{port}")
+  except RuntimeError:  # grpcio's way of saying the port is taken
+    bound = 0
+  if not bound:
+    raise OSError(f"cannot bind the gRPC port {host}:{port}: address in use or unavailable")
   await grpc_server.start()
   print(f"Running gRPC ModelServer at {host}:{port} ...", flush=True)
   runner = None
@@ -74,7 +80,12 @@ async def serve(service, host: str, port: int, rest_port: int, metrics_path: str
     runner = web.AppRunner(rest.RestApi(service, metrics_path, max_body_bytes).app,
                            access_log=None, handle_signals=False)
     await runner.setup()
-    await web.TCPSite(runner, host, rest_port).start()
+    try:
+      await web.TCPSite(runner, host, rest_port).start()
+    except OSError as error:
+      await grpc_server.stop(grace=None)
+      await runner.cleanup()
+      raise OSError(f"cannot bind the REST port {host}:{rest_port}: {error.strerror}") from None
     print(f"Exporting HTTP/REST API at:{host}:{rest_port} ...", flush=True)
 
   stop = asyncio.Event()

@@ -468,3 +468,15 @@ def test_bad_config_files_exit_with_a_clear_error(tmp_path, export_base):
                             capture_output=True, text=True, timeout=120,
                             env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
     assert result.returncode != 0 and message in result.stderr, result.stderr[-500:]
+
+
+def test_ports_already_taken_are_a_clear_error(vae_server, export_base):
+  for taken in ([f"--port={vae_server.grpc_port}", "--rest_api_port=0"],
+                [f"--rest_api_port={vae_server.rest_port}"]):
+    result = subprocess.run(
+        [sys.executable, "-m", "serving.server", "--host=127.0.0.1", "--model_name=vae",
+         f"--model_base_path={export_base / 'vae'}", *taken], cwd=REPO, capture_output=True,
+        text=True, timeout=120, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    assert result.returncode != 0
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: cannot bind the"), result.stderr[-1500:]
