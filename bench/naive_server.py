@@ -24,7 +24,6 @@ import re
 import signal
 import sys
 import threading
-from pathlib import Path
 
 from absl import app, flags
 
@@ -37,13 +36,6 @@ flags.DEFINE_integer("port", 0, "Port to bind; 0 picks a free one (printed when 
 
 READY_MARKER = "Naive server at:"
 _PREDICT = re.compile(r"/v1/models/[^/:]+(?:/versions/\d+)?:predict")
-
-
-def newest_version(base_path: str | os.PathLike) -> Path:
-  versions = [p for p in Path(base_path).iterdir() if p.name.isdigit() and p.is_dir()]
-  if not versions:
-    raise FileNotFoundError(f"no integer-named SavedModel version under {base_path}")
-  return max(versions, key=lambda p: int(p.name))
 
 
 def make_handler(signatures: dict) -> type[http.server.BaseHTTPRequestHandler]:
@@ -97,8 +89,10 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   import tensorflow as tf
 
+  from serving.manager import newest_version_path
+
   try:
-    path = newest_version(FLAGS.model_base_path)
+    path = newest_version_path(FLAGS.model_base_path)
   except OSError as error:
     sys.exit(f"error: {error}")
   signatures = tf.saved_model.load(str(path)).signatures

@@ -53,6 +53,8 @@ from pathlib import Path
 
 from absl import app, flags
 
+from serving.manager import newest_version_path
+
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model_dir", "runs/make_run", "Trained run to export when no "
                     "--model_base_path is given.")
@@ -541,13 +543,6 @@ def _export(model_dir: str, export_base: Path, model_name: str) -> Path:
   return export_base / model_name
 
 
-def _newest_version(base_path: Path) -> Path:
-  versions = [p for p in base_path.iterdir() if p.name.isdigit() and p.is_dir()]
-  if not versions:
-    raise RuntimeError(f"no integer-named SavedModel version under {base_path}")
-  return max(versions, key=lambda p: int(p.name))
-
-
 def _check_outputs(where: str, got: dict, reference: dict) -> None:
   import numpy as np
 
@@ -694,7 +689,7 @@ def run_benchmark(work_dir: Path, load_before: float) -> None:
       raise RuntimeError(f"--model_base_path={base_path} is not a folder")
   else:
     base_path = _export(FLAGS.model_dir, work_dir / "export", FLAGS.model_name)
-  version_path = _newest_version(base_path)
+  version_path = newest_version_path(str(base_path))
   values, row = _request_row()
   cells: list[Cell] = []
 

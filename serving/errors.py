@@ -68,3 +68,9 @@ def unavailable(message: str) -> ServingError:
 
 def unimplemented(message: str) -> ServingError:
   return ServingError(grpc.StatusCode.UNIMPLEMENTED, message)
+
+
+def method_not_supported(method: str) -> ServingError:
+  """For classify and regress: the exported models have predict signatures only."""
+  return unimplemented(f"{method} is not supported: the models served here have predict "
+                       "signatures only")

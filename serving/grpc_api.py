@@ -93,14 +93,10 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
     return response
 
   async def Classify(self, request, context):
-    await context.abort(grpc.StatusCode.UNIMPLEMENTED,
-                        "classify is not supported: the models served here have predict "
-                        "signatures only")
+    await _abort(context, errors.method_not_supported("classify"))
 
   async def Regress(self, request, context):
-    await context.abort(grpc.StatusCode.UNIMPLEMENTED,
-                        "regress is not supported: the models served here have predict "
-                        "signatures only")
+    await _abort(context, errors.method_not_supported("regress"))
 
 
 class ModelStatusService(model_service_pb2_grpc.ModelServiceServicer):

@@ -62,6 +62,14 @@ def on_disk_versions(base_path: str) -> list[int]:
   return sorted(int(p.name) for p in path.iterdir() if p.name.isdigit() and p.is_dir())
 
 
+def newest_version_path(base_path: str) -> Path:
+  """The folder of the highest version under base_path."""
+  versions = on_disk_versions(base_path)
+  if not versions:
+    raise FileNotFoundError(f"no integer-named SavedModel version under {base_path}")
+  return Path(base_path) / str(versions[-1])
+
+
 def aspired_versions(policy: model_server_config_pb2.ModelConfig, available: list[int]) -> list[int]:
   """The versions the model's version policy asks for, among `available`."""
   version_policy = policy.model_version_policy
@@ -87,10 +95,6 @@ class ModelManager:
     self._on_load = on_load
     self._poller: threading.Thread | None = None
     self._stop = threading.Event()
-
-  @property
-  def model_names(self) -> list[str]:
-    return list(self._models)
 
   def poll(self) -> None:
     """Brings every model's loaded versions in line with disk and policy."""
@@ -205,13 +209,6 @@ class ModelManager:
         model.in_use[resolved] -= 1
         if not model.in_use[resolved]:
           self._lock.notify_all()
-
-  def acquire(self, name: str, version: int | None = None,
-              label: str | None = None) -> tuple[Servable, Callable[[], None]]:
-    """Like `servable`, for callers that release from another context."""
-    context = self.servable(name, version, label)
-    servable = context.__enter__()
-    return servable, lambda: context.__exit__(None, None, None)
 
   def statuses(self, name: str, version: int | None = None,
                label: str | None = None) -> list[VersionStatus]:

@@ -52,9 +52,9 @@ class Histogram:
     self._values: dict[tuple[str, ...], list] = {}
 
   def observe(self, value: float, *labels: str) -> None:
-    counts, total = self._values.setdefault(labels, [[0] * (len(self.buckets) + 1), 0.0])
-    counts[bisect.bisect_left(self.buckets, value)] += 1
-    self._values[labels][1] = total + value
+    entry = self._values.setdefault(labels, [[0] * (len(self.buckets) + 1), 0.0])
+    entry[0][bisect.bisect_left(self.buckets, value)] += 1
+    entry[1] += value
 
   def count(self, *labels: str) -> int:
     entry = self._values.get(labels)

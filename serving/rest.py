@@ -87,8 +87,7 @@ class RestApi:
       match = _PREDICT.fullmatch(raw_path)
       if not match or match.group(4) != "predict":
         if match and match.group(4) in ("classify", "regress"):
-          raise errors.unimplemented(f"{match.group(4)} is not supported: the models served "
-                                     "here have predict signatures only")
+          raise errors.method_not_supported(match.group(4))
         raise malformed
       return await self._predict(request, *_model_spec(*match.group(1, 2, 3)))
     if request.method == "GET":

@@ -52,12 +52,19 @@ def _row_seeds_from_data(x: tf.Tensor) -> tf.Tensor:
   return tf.bitcast(tf.reshape(fingerprints, [-1, 2, 4]), tf.int32)
 
 
-def _row_normals(seeds: tf.Tensor, shape: list[int]) -> tf.Tensor:
-  """Standard normals [batch, *shape], row i drawn from seeds[i] alone."""
+def _row_normals(seeds: tf.Tensor, shape: list[int],
+                 fold_in: tf.Tensor | None = None) -> tf.Tensor:
+  """Standard normals [batch, *shape], row i drawn from seeds[i] (folded with
+  `fold_in`, if given) alone."""
+
+  def draw(seed):
+    if fold_in is not None:
+      seed = tf.random.experimental.stateless_fold_in(seed, fold_in)
+    return tf.random.stateless_normal(shape, seed)
+
   # map_fn, not vectorized_map: pfor has no batched stateless sampler and its
   # fallback loop measured slower.
-  return tf.map_fn(lambda seed: tf.random.stateless_normal(shape, seed), seeds,
-                   fn_output_signature=tf.float32)
+  return tf.map_fn(draw, seeds, fn_output_signature=tf.float32)
 
 
 def _check_unit_interval(x: tf.Tensor) -> list[tf.Operation]:
@@ -133,8 +140,8 @@ def _importance_sampled_scores(model: VAE, x: tf.Tensor, num_samples: tf.Tensor)
   batch = tf.shape(x)[0]
 
   def body(first, log_total, weight_sum):
-    seeds = tf.map_fn(lambda s: tf.random.experimental.stateless_fold_in(s, first), row_seeds)
-    epsilon = _row_normals(seeds, [SCORE_CHUNK, model.config.latent_dim])  # [batch, chunk, Nz]
+    epsilon = _row_normals(row_seeds, [SCORE_CHUNK, model.config.latent_dim],
+                           fold_in=first)  # [batch, chunk, Nz]
     z = tf.transpose(mean[:, tf.newaxis] + stddev[:, tf.newaxis] * epsilon, [1, 0, 2])
     log_weights = (model.decode(z).log_prob(x) + model.prior.log_prob(z)
                    - posterior.log_prob(z))  # [chunk, batch]
