@@ -138,11 +138,7 @@ def main(argv):
                          f"{len(train_images)} training examples")
       train_images = train_images[:FLAGS.train_examples]
     model_config, train_config = configs_from_flags(len(train_images))
-    updates = train_config.updates_per_call
-    steps_per_epoch = len(train_images) // train_config.batch_size
-    if updates > steps_per_epoch:
-      # Small training sets: fuse a whole epoch at most.
-      train_config = dataclasses.replace(train_config, updates_per_call=max(1, steps_per_epoch))
+    train_config = training.fit_updates_per_call(train_config, len(train_images))
     model_dir = FLAGS.model_dir or f"runs/{FLAGS.dataset}_nz{model_config.latent_dim}"
     settings = {"model": model_config.to_dict(), "train": train_config.to_dict()}
     print(f"training {model_dir}: {json.dumps(settings)}")

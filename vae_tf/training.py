@@ -55,6 +55,15 @@ def build_model(model_config: config_lib.ModelConfig, train: config_lib.TrainCon
   return model
 
 
+def fit_updates_per_call(train: config_lib.TrainConfig,
+                         num_examples: int) -> config_lib.TrainConfig:
+  """Fuses a whole epoch at most, so small training sets still fill a block."""
+  steps_per_epoch = num_examples // train.batch_size
+  if train.updates_per_call <= steps_per_epoch:
+    return train
+  return dataclasses.replace(train, updates_per_call=max(1, steps_per_epoch))
+
+
 def write_atomically(path: Path, text: str) -> None:
   temporary = path.with_name(f".{path.name}.tmp")
   temporary.write_text(text)

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import re
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -18,8 +16,7 @@ import tensorflow as tf
 from vae_tf import training
 from vae_tf.data import sources
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-TIMEOUT_SECONDS = 240
+from cli_helpers import TIMEOUT_SECONDS, finish, run, start, stderr_lines
 
 # 5000 MNIST images, 10 updates per call: 5 blocks, 50 steps per epoch and
 # 300 in all. Checkpoints every 70 steps fall mid-epoch (70, 140, 210, 280)
@@ -28,29 +25,6 @@ SMALL_RUN = ("--preset=modern", "--train_examples=5000", "--hidden_units=64", "-
              "--epochs=6", "--updates_per_call=10", "--checkpoint_every_steps=70")
 TOTAL_STEPS = 300
 STEPS_PER_EPOCH = 50
-
-
-@pytest.fixture(scope="module")
-def env(tfds_data_dir, shared_data_dir) -> dict[str, str]:
-  # Prepared once here, so the subprocesses only read the session's TFDS folder.
-  sources.load_images("mnist", "train", tfds_data_dir, str(shared_data_dir))
-  sources.load_images("frey_face", "train", tfds_data_dir, str(shared_data_dir))
-  return {**os.environ, "PYTHONPATH": str(REPO_ROOT), "TFDS_DATA_DIR": tfds_data_dir,
-          sources.DEFAULT_MANUAL_DIR_ENV: str(shared_data_dir)}
-
-
-def start(module: str, *flags: str, env: dict[str, str]) -> subprocess.Popen:
-  return subprocess.Popen([sys.executable, "-m", module, *flags], cwd=REPO_ROOT, env=env,
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-def finish(process: subprocess.Popen) -> subprocess.CompletedProcess:
-  stdout, stderr = process.communicate(timeout=TIMEOUT_SECONDS)
-  return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
-
-
-def run(module: str, *flags: str, env: dict[str, str]) -> subprocess.CompletedProcess:
-  return finish(start(module, *flags, env=env))
 
 
 def last_rows_by_epoch(model_dir: Path) -> dict[int, dict[str, float]]:
@@ -114,10 +88,6 @@ def bad_flag_runs(env, tmp_path_factory) -> dict[str, tuple[Path, subprocess.Com
   processes["missing_data"] = model_dir, start(
       "pipelines.train", f"--model_dir={model_dir}", env=no_data_env)
   return {case: (model_dir, finish(process)) for case, (model_dir, process) in processes.items()}
-
-
-def stderr_lines(result: subprocess.CompletedProcess) -> list[str]:
-  return result.stderr.strip().splitlines()
 
 
 @pytest.mark.parametrize("case", sorted(BAD_FLAGS))
