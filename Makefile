@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed-stamp
 RUN_DIR ?= runs/make_run
 
-.PHONY: run test serve bench clean
+.PHONY: run test serve bench reproduce clean
 
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,13 @@ serve: $(INSTALLED)
 	  --port=8500 --rest_api_port=8501 --enable_batching \
 	  --batching_parameters_file=serving/batching_parameters.pbtxt
 
+# The paper's Figures 2-5 (docs/reproduction.md); about 11 minutes on 2 cores.
+# REPRODUCE_BUDGET=paper runs the paper's training lengths (days).
+REPRODUCE_BUDGET ?= small
+reproduce: $(INSTALLED)
+	$(PY) -m pipelines.reproduce all --budget=$(REPRODUCE_BUDGET) \
+	  --output_dir=runs/reproduce_$(REPRODUCE_BUDGET)
+
 test: $(INSTALLED)
 	$(PY) -m pytest tests -q
 
@@ -34,6 +41,7 @@ bench: $(INSTALLED)
 	$(PY) -m bench.train_throughput
 	$(PY) -m bench.time_to_quality
 	$(PY) -m bench.serving_load
+	$(PY) -m bench.tune
 
 clean:
 	rm -rf runs .pytest_cache

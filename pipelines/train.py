@@ -57,6 +57,10 @@ flags.DEFINE_integer("updates_per_call", 50, "SGD updates fused into one compile
                      "and which examples an epoch drops, depend on it).", lower_bound=1)
 flags.DEFINE_integer("checkpoint_every_steps", 1000, "Checkpoint every N SGD updates (and after "
                      "the last).", lower_bound=1)
+flags.DEFINE_enum("strategy", "auto", config_lib.STRATEGIES, "Distribution: auto picks "
+                  "multi_worker (MultiWorkerMirroredStrategy) when TF_CONFIG names several "
+                  "workers, mirrored for several local GPUs, else default. --batch_size is per "
+                  "replica.")
 flags.DEFINE_bool("export", True, "Export a SavedModel version for serving when training ends.")
 flags.DEFINE_string("export_base", None, "Folder of served models for --export (default: "
                     "<model_dir>/export); the version goes to <export_base>/<model_name>/N.")
@@ -125,10 +129,16 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   # Heavy imports after flag parsing, so --help and flag errors are instant.
-  from vae_tf import training
+  import tensorflow as tf
+
+  from vae_tf import distribute, training
   from vae_tf.data import pipeline, sources
 
   try:
+    # First: a multi-worker strategy configures TF's runtime, which must not
+    # have started yet.
+    strategy = distribute.make_strategy(FLAGS.strategy)
+    chief = distribute.is_chief(strategy)
     images = sources.load_images(FLAGS.dataset, "train", FLAGS.data_dir, FLAGS.manual_dir)
     train_images, validation_images = pipeline.split_validation(
         images, sources.NUM_VALIDATION[FLAGS.dataset])
@@ -138,16 +148,30 @@ def main(argv):
                          f"{len(train_images)} training examples")
       train_images = train_images[:FLAGS.train_examples]
     model_config, train_config = configs_from_flags(len(train_images))
-    train_config = training.fit_updates_per_call(train_config, len(train_images))
+    replicas = strategy.num_replicas_in_sync
+    if distribute.is_distributed(strategy):
+      # See vae_tf.distribute: one synchronised update per step.
+      train_config = dataclasses.replace(train_config, updates_per_call=1)
+    train_config = training.fit_updates_per_call(train_config, len(train_images), replicas)
     model_dir = FLAGS.model_dir or f"runs/{FLAGS.dataset}_nz{model_config.latent_dim}"
     settings = {"model": model_config.to_dict(), "train": train_config.to_dict()}
     print(f"training {model_dir}: {json.dumps(settings)}")
+    if distribute.is_distributed(strategy):
+      print(f"{type(strategy).__name__}: {replicas} replicas, global batch "
+            f"{train_config.batch_size * replicas}; "
+            f"{'chief' if chief else 'not the chief: writes nothing to ' + model_dir}")
     result = training.train(
         model_config, train_config, train_images=train_images,
         validation_images=validation_images, model_dir=model_dir, total_steps=FLAGS.steps,
-        verbose=1 if sys.stdout.isatty() else 2, start_time=_START_TIME)
+        verbose=1 if sys.stdout.isatty() else 2, start_time=_START_TIME, strategy=strategy)
   except (ValueError, sources.DataUnavailableError) as error:
     sys.exit(f"error: {error}")
+  except tf.errors.UnavailableError as error:
+    sys.exit(f"error: lost a worker ({error.message.strip().splitlines()[0]}); restart every "
+             "worker to resume from the last checkpoint")
+  if not chief:
+    print(f"trained {result.steps} steps in {time.time() - _START_TIME:.1f} s")
+    return
   training.save_artifacts(result.model, model_dir, validation_images, train_config.binarization,
                          train_config.seed)
   exported = training.export_run(result.model, model_dir, FLAGS.export_base,

@@ -16,8 +16,14 @@ ESTIMATORS = ("A", "B")
 LIKELIHOODS = ("bernoulli", "gaussian")
 BINARIZATIONS = ("dynamic", "static", "none")
 OPTIMIZERS = ("adagrad", "adam", "sgd")
+# Learning algorithms for the same networks: AEVB (the paper's), and its two
+# baselines, wake-sleep and Monte Carlo EM (`vae_tf.baselines`).
+METHODS = ("aevb", "wake_sleep", "mcem")
 ACTIVATIONS = ("tanh", "relu", "softplus", "elu")
 PRESETS = ("paper", "modern")
+# Distribution strategies for training (`vae_tf.distribute`); auto picks from
+# TF_CONFIG and the local GPUs.
+STRATEGIES = ("auto", "default", "mirrored", "multi_worker")
 
 INPUT_SHAPES = {"mnist": (28, 28), "frey_face": (28, 20)}
 
@@ -86,6 +92,10 @@ class TrainConfig:
   """How the model is fitted: data handling, optimiser and schedule."""
 
   dataset: str = "mnist"
+  method: str = "aevb"
+  # Training used the first `train_examples` examples of the training split
+  # (None: all of them). MCEM keeps one Markov chain per example, so needs it.
+  train_examples: int | None = None
   binarization: str = "none"
   optimizer: str = "adagrad"
   learning_rate: float = 0.02
@@ -100,6 +110,13 @@ class TrainConfig:
   def __post_init__(self):
     if self.dataset not in DATASETS:
       raise ValueError(f"dataset must be one of {DATASETS}, got {self.dataset!r}")
+    if self.method not in METHODS:
+      raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
+    if self.train_examples is not None and self.train_examples < 1:
+      raise ValueError(f"train_examples must be >= 1, got {self.train_examples}")
+    if self.method == "mcem" and self.train_examples is None:
+      raise ValueError("method 'mcem' keeps one Markov chain per training example, so "
+                       "train_examples must be set")
     if self.binarization not in BINARIZATIONS:
       raise ValueError(f"binarization must be one of {BINARIZATIONS}, got {self.binarization!r}")
     if self.optimizer not in OPTIMIZERS:

@@ -23,6 +23,10 @@ tfd = tfp.distributions
 class VAE(keras.Model):
   """AEVB with a diagonal-Gaussian q(z|x), an MLP p(x|z) and prior N(0, I)."""
 
+  # Whether training batches must come with the training-set index of each
+  # example (`vae_tf.data.pipeline.training_blocks(with_indices=True)`).
+  needs_example_indices = False
+
   def __init__(self, config: ModelConfig, seed: int = 0, **kwargs):
     super().__init__(**kwargs)
     self.config = config
@@ -82,39 +86,73 @@ class VAE(keras.Model):
     return 0.5 * self.config.weight_decay * tf.add_n(squares)
 
   def _sgd_update(self, x, seed) -> tf.Tensor:
+    """One SGD update on minibatch x [M, D]; returns the metrics' values [3]."""
+    x = tf.cast(x, tf.float32)
     with tf.GradientTape() as tape:
       terms = self.elbo_terms(x, seed)
       loss = -tf.reduce_mean(terms.elbo)
       if self.config.weight_decay:
         loss += self._parameter_penalty()
+      # The optimizer sums gradients over replicas; each contributes its
+      # share of the global minibatch's mean.
+      loss /= tf.distribute.get_strategy().num_replicas_in_sync
     variables = self.trainable_variables
     self.optimizer.apply(tape.gradient(loss, variables), variables)
     return tf.stack([tf.reduce_mean(t) for t in terms])
 
   def train_step(self, data):
-    x = tf.convert_to_tensor(data, tf.float32)
-    if x.shape.rank == 2:
-      x = x[tf.newaxis]
-    num_updates = tf.shape(x)[0]
+    # `data` is x, or (x, example_indices) for a model that keeps state per
+    # training example (`needs_example_indices`); each is a block [K, M, ...]
+    # or, without the K axis, a single minibatch.
+    block = tf.nest.map_structure(tf.convert_to_tensor, data)
+    if tf.nest.flatten(block)[0].shape.rank == 2:
+      block = tf.nest.map_structure(lambda t: t[tf.newaxis], block)
+    num_updates = tf.shape(tf.nest.flatten(block)[0])[0]
     seed = self._next_seed(self.train_seed)
 
     def body(i, totals):
       update_seed = tf.random.experimental.stateless_fold_in(seed, i)
-      return i + 1, totals + self._sgd_update(x[i], update_seed)
+      minibatch = tf.nest.map_structure(lambda t: t[i], block)
+      return i + 1, totals + self._sgd_update(minibatch, update_seed)
 
-    _, totals = tf.while_loop(lambda i, _: i < num_updates, body,
-                              (tf.constant(0), tf.zeros([3])))
+    totals = (tf.constant(0), tf.zeros([len(self.metrics)]))
+    if tf.distribute.has_strategy():
+      # A distributed optimizer step synchronises replicas through a
+      # merge_call, which TF forbids inside a while_loop; distributed
+      # training feeds single minibatches (`vae_tf.distribute`).
+      if tf.nest.flatten(block)[0].shape[0] != 1:
+        raise ValueError("distributed training takes one minibatch per step")
+      totals = body(*totals)
+    else:
+      totals = tf.while_loop(lambda i, _: i < num_updates, body, totals)
     weight = tf.cast(num_updates, tf.float32)
-    for tracker, total in zip(self.metrics, tf.unstack(totals)):
+    for tracker, total in zip(self.metrics, tf.unstack(totals[1])):
       tracker.update_state(total / weight, sample_weight=weight)
-    return {m.name: m.result() for m in self.metrics}
+    return self._logs()
 
   def test_step(self, data):
     x = tf.convert_to_tensor(data, tf.float32)
     terms = self.elbo_terms(x, self._next_seed(self.eval_seed))
     for tracker, values in zip(self.metrics, terms):
       tracker.update_state(values)
-    return {m.name: m.result() for m in self.metrics}
+    return self._logs()
+
+  def _logs(self) -> dict[str, tf.Tensor]:
+    logs = {m.name: m.result() for m in self.metrics}
+    strategy = tf.distribute.get_strategy()
+    if (isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+        and strategy.extended._in_multi_worker_mode()):
+      # Keras 3.15 averages logs over workers with reduce(MEAN, axis=0),
+      # which fails on scalars (keras-team/keras#20585): give it vectors.
+      logs = {name: tf.reshape(value, [1]) for name, value in logs.items()}
+    return logs
+
+  def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+    # Keras 3.15's `fit` under MultiWorkerMirroredStrategy builds the model
+    # from a first batch averaged across workers, which fails on per-replica
+    # data (keras-team/keras#20585) and would consume that batch. Every
+    # variable already exists (see __init__), so there is nothing to build.
+    del iterator, data_batch
 
   def get_config(self):
     return {"config": self.config.to_dict(), "seed": self.seed, "name": self.name}

@@ -9,6 +9,10 @@ State that makes a run resumable lives in `model_dir`:
 The number of SGD updates done is the optimizer's `iterations`; the input
 stream is a pure function of it (see `vae_tf.data.pipeline`), so a run killed
 at any point continues from its last checkpoint along the same curve.
+
+Under a distribution strategy (`vae_tf.distribute`) the same `fit` runs on
+every worker; `train.batch_size` is per replica, and only the chief writes
+`model_dir`.
 """
 
 from __future__ import annotations
@@ -16,6 +20,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
+import tempfile
 import time
 from pathlib import Path
 
@@ -24,6 +30,8 @@ import numpy as np
 import tensorflow as tf
 
 from vae_tf import config as config_lib
+from vae_tf import distribute
+from vae_tf.baselines import mcem, wake_sleep
 from vae_tf.data import pipeline
 from vae_tf.model import VAE
 
@@ -46,19 +54,31 @@ def make_optimizer(train: config_lib.TrainConfig) -> keras.optimizers.Optimizer:
   return keras.optimizers.SGD(train.learning_rate)
 
 
-def build_model(model_config: config_lib.ModelConfig, train: config_lib.TrainConfig) -> VAE:
-  """A compiled VAE whose optimizer slots exist, so checkpoints restore eagerly."""
+def build_model(model_config: config_lib.ModelConfig, train: config_lib.TrainConfig,
+                strategy: tf.distribute.Strategy | None = None) -> VAE:
+  """A compiled model trained by `train.method` whose optimizer slots exist, so
+  checkpoints restore eagerly; its variables belong to `strategy`.
+  """
+  strategy = strategy or tf.distribute.get_strategy()
   keras.utils.set_random_seed(train.seed)  # the initial weights
-  model = VAE(model_config, seed=train.seed)
-  model.compile(optimizer=make_optimizer(train), jit_compile=True)
-  model.optimizer.build(model.trainable_variables)
+  with strategy.scope():
+    if train.method == "wake_sleep":
+      model = wake_sleep.WakeSleep(model_config, seed=train.seed)
+    elif train.method == "mcem":
+      model = mcem.MonteCarloEM(model_config, train.train_examples, seed=train.seed)
+    else:
+      model = VAE(model_config, seed=train.seed)
+    # XLA does not compile the collectives that keep replicas in sync.
+    model.compile(optimizer=make_optimizer(train),
+                  jit_compile=not distribute.is_distributed(strategy))
+    model.optimizer.build(model.trainable_variables)
   return model
 
 
-def fit_updates_per_call(train: config_lib.TrainConfig,
-                         num_examples: int) -> config_lib.TrainConfig:
+def fit_updates_per_call(train: config_lib.TrainConfig, num_examples: int,
+                         num_replicas: int = 1) -> config_lib.TrainConfig:
   """Fuses a whole epoch at most, so small training sets still fill a block."""
-  steps_per_epoch = num_examples // train.batch_size
+  steps_per_epoch = num_examples // (train.batch_size * num_replicas)
   if train.updates_per_call <= steps_per_epoch:
     return train
   return dataclasses.replace(train, updates_per_call=max(1, steps_per_epoch))
@@ -82,7 +102,9 @@ def save_or_check_config(model_dir: Path, model_config: config_lib.ModelConfig,
     model_dir.mkdir(parents=True, exist_ok=True)
     write_atomically(path, config_lib.dumps(model_config, train))
     return
-  saved = json.loads(path.read_text())
+  # Parsed into the dataclasses, so settings added since the run was saved
+  # compare at their defaults.
+  saved = json.loads(config_lib.dumps(*load_configs(model_dir)))
   differences = [
       f"{section}.{key}: saved {saved[section].get(key)!r}, requested {value!r}"
       for section in ("model", "train") for key, value in requested[section].items()
@@ -238,66 +260,106 @@ def _segments(first_block: int, last_block: int, blocks_per_epoch: int):
 
 
 def train(model_config: config_lib.ModelConfig, train: config_lib.TrainConfig, *,
-          train_images: np.ndarray, validation_images: np.ndarray, model_dir: str | os.PathLike,
+          train_images: np.ndarray, validation_images: np.ndarray | None,
+          model_dir: str | os.PathLike,
           total_steps: int | None = None, verbose: int | str = "auto",
           start_time: float | None = None,
-          callbacks: list[keras.callbacks.Callback] = ()) -> TrainingResult:
+          callbacks: list[keras.callbacks.Callback] = (),
+          strategy: tf.distribute.Strategy | None = None) -> TrainingResult:
   """Trains, or resumes training of, the model stored in `model_dir`.
 
   Runs `train.epochs` epochs unless `total_steps` (SGD updates) is given.
+  Validates on `validation_images` after every epoch, unless it is None.
   `callbacks` run after the trainer's own (checkpointing, logging).
+  Under a distributing `strategy` every worker calls this with the same
+  arguments; `train.batch_size` is then the per-replica batch.
   """
   start_time = time.time() if start_time is None else start_time
+  strategy = strategy or tf.distribute.get_strategy()
+  distributed = distribute.is_distributed(strategy)
+  chief = distribute.is_chief(strategy)
+  if distributed and train.method != "aevb":
+    raise ValueError(f"distributed training supports method 'aevb' only, not {train.method!r}")
+  if distributed and train.updates_per_call != 1:
+    raise ValueError("distributed training runs one SGD update per call (updates_per_call=1)")
+  global_batch = train.batch_size * strategy.num_replicas_in_sync
   updates_per_call = train.updates_per_call
-  blocks_per_epoch = pipeline.blocks_per_epoch(len(train_images), train.batch_size,
+  blocks_per_epoch = pipeline.blocks_per_epoch(len(train_images), global_batch,
                                                updates_per_call)
   if blocks_per_epoch < 1:
     raise ValueError(
         f"{len(train_images)} training examples do not fill {updates_per_call} minibatch(es) "
-        f"of {train.batch_size}; use more examples or a smaller batch_size / updates_per_call")
+        f"of {global_batch}; use more examples or a smaller batch_size / updates_per_call")
   if total_steps is None:
     total_steps = train.epochs * blocks_per_epoch * updates_per_call
   if total_steps % updates_per_call:
     raise ValueError(f"steps ({total_steps}) must be a multiple of updates_per_call "
                      f"({updates_per_call})")
+  if train.train_examples not in (None, len(train_images)):
+    raise ValueError(f"train_examples is {train.train_examples}, but {len(train_images)} "
+                     "training examples were given")
   model_dir = Path(model_dir)
-  save_or_check_config(model_dir, model_config, train)
-  model = build_model(model_config, train)
+  if chief:
+    save_or_check_config(model_dir, model_config, train)
+  model = build_model(model_config, train, strategy)
   checkpoint = make_checkpoint(model)
-  manager = tf.train.CheckpointManager(checkpoint, model_dir / CHECKPOINT_DIR, max_to_keep=3)
-  if manager.latest_checkpoint:
-    checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+  latest = tf.train.latest_checkpoint(model_dir / CHECKPOINT_DIR)
+  if latest:
+    checkpoint.restore(latest).assert_existing_objects_matched()
+  # Every worker saves (see vae_tf.distribute); only the chief's saves persist.
+  checkpoint_dir = (model_dir / CHECKPOINT_DIR if chief
+                    else Path(tempfile.mkdtemp(prefix="vae_tf_worker_checkpoints_")))
+  manager = tf.train.CheckpointManager(checkpoint, checkpoint_dir, max_to_keep=3)
 
   done_steps = int(model.optimizer.iterations.numpy())
   resumed_mid_epoch = (done_steps // updates_per_call) % blocks_per_epoch != 0
   epoch_metrics = ([v.numpy() for v in model.metrics_variables]
                    if resumed_mid_epoch else None)
-  validation = pipeline.evaluation_batches(validation_images, train.binarization,
-                                           batch_size=1000)
-  truncate_metrics(model_dir / METRICS_FILE, done_steps)
+  validation = None if validation_images is None else pipeline.evaluation_batches(
+      validation_images, train.binarization, batch_size=1000)
+  loggers = []
+  if chief:
+    truncate_metrics(model_dir / METRICS_FILE, done_steps)
+    loggers = [
+        keras.callbacks.CSVLogger(str(model_dir / METRICS_FILE), append=True),
+        keras.callbacks.TensorBoard(str(model_dir / TENSORBOARD_DIR), write_graph=False),
+    ]
   all_callbacks = [
       RestoreEpochMetrics(epoch_metrics),
       FixedValidationSeed(),
-      ProgressFields(train.batch_size, start_time),
-      keras.callbacks.CSVLogger(str(model_dir / METRICS_FILE), append=True),
-      keras.callbacks.TensorBoard(str(model_dir / TENSORBOARD_DIR), write_graph=False),
+      ProgressFields(global_batch, start_time),
+      *loggers,
       CheckpointEverySteps(manager, train.checkpoint_every_steps,
                            blocks_per_epoch * updates_per_call),
       *callbacks,
   ]
   history = []
-  for initial_epoch, epochs, steps_per_epoch in _segments(
-      done_steps // updates_per_call, total_steps // updates_per_call, blocks_per_epoch):
-    stream = pipeline.training_blocks(
-        train_images, batch_size=train.batch_size, updates_per_call=updates_per_call,
-        binarization=train.binarization, seed=train.seed,
-        start_block=int(model.optimizer.iterations.numpy()) // updates_per_call)
-    fit = model.fit(stream, initial_epoch=initial_epoch, epochs=epochs,
-                    steps_per_epoch=steps_per_epoch, validation_data=validation, shuffle=False,
-                    callbacks=all_callbacks, verbose=verbose)
-    history.extend(
-        {key: values[i] for key, values in fit.history.items()}
-        for i in range(len(fit.epoch)))
+  try:
+    for initial_epoch, epochs, steps_per_epoch in _segments(
+        done_steps // updates_per_call, total_steps // updates_per_call, blocks_per_epoch):
+      start_block = int(model.optimizer.iterations.numpy()) // updates_per_call
+
+      def make_stream(start_block=start_block):
+        return pipeline.training_blocks(
+            train_images, batch_size=global_batch, updates_per_call=updates_per_call,
+            binarization=train.binarization, seed=train.seed, start_block=start_block,
+            with_indices=model.needs_example_indices)
+
+      if distributed:
+        # Blocks of one update, as single minibatches [M, D].
+        stream = distribute.distribute_minibatches(
+            strategy, lambda: make_stream().map(lambda block: block[0]), global_batch)
+      else:
+        stream = make_stream()
+      fit = model.fit(stream, initial_epoch=initial_epoch, epochs=epochs,
+                      steps_per_epoch=steps_per_epoch, validation_data=validation,
+                      shuffle=False, callbacks=all_callbacks, verbose=verbose)
+      history.extend(
+          {key: values[i] for key, values in fit.history.items()}
+          for i in range(len(fit.epoch)))
+  finally:
+    if not chief:
+      shutil.rmtree(checkpoint_dir, ignore_errors=True)
   return TrainingResult(model, history, done_steps, int(model.optimizer.iterations.numpy()))
 
 

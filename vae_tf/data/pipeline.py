@@ -63,10 +63,13 @@ def blocks_per_epoch(num_examples: int, batch_size: int, updates_per_call: int) 
 
 
 def training_blocks(images: np.ndarray, *, batch_size: int, updates_per_call: int,
-                    binarization: str, seed: int, start_block: int = 0) -> tf.data.Dataset:
+                    binarization: str, seed: int, start_block: int = 0,
+                    with_indices: bool = False) -> tf.data.Dataset:
   """An endless stream of [updates_per_call, batch_size, D] float32 blocks.
 
-  Starts at global block `start_block` (counted from the first epoch).
+  Starts at global block `start_block` (counted from the first epoch). With
+  `with_indices`, each element is (block, indices): the int32 positions
+  [updates_per_call, batch_size] of the block's examples in `images`.
   """
   num_blocks = blocks_per_epoch(len(images), batch_size, updates_per_call)
   if num_blocks < 1:
@@ -92,8 +95,10 @@ def training_blocks(images: np.ndarray, *, batch_size: int, updates_per_call: in
   def make_block(block, order):
     block_pixels = tf.gather(pixels, order)
     if binarization == "dynamic":
-      return _binarize(block_pixels, tf.stack([tf.constant(seed, tf.int64), block]))
-    return _to_unit_interval(block_pixels)
+      x = _binarize(block_pixels, tf.stack([tf.constant(seed, tf.int64), block]))
+    else:
+      x = _to_unit_interval(block_pixels)
+    return (x, order) if with_indices else x
 
   return (tf.data.Dataset.range(start_epoch, np.iinfo(np.int64).max)
           .flat_map(epoch_indices)

@@ -1,0 +1,86 @@
+"""Reproduces the figures of Kingma & Welling (2013), Auto-Encoding Variational Bayes.
+
+  python -m pipelines.reproduce all --budget=small --output_dir=runs/reproduce_small
+  python -m pipelines.reproduce figure2 figure4 --budget=tiny
+
+One subcommand per figure; give one or more, or `all`:
+  figure2  lower bound against training examples seen, AEVB against wake-sleep,
+           MNIST (Nz 3, 5, 10, 20, 200) and Frey Face (Nz 2, 5, 10, 20)
+  figure3  log p(x) (Appendix D's estimator) against training examples seen,
+           MNIST, Nz=3, 100 hidden units, N_train 1,000 and 50,000, AEVB,
+           wake-sleep and Monte Carlo EM
+  figure4  learned 2-D manifolds of MNIST and Frey Face
+  figure5  random samples of MNIST models with Nz 2, 5, 10, 20
+--budget: `tiny` (seconds per figure, for tests), `small` (every figure in
+about 15 minutes on 2 cores) or `paper` (the paper's 10^8 examples per curve).
+Writes CSV files, PNG plots and report.md into --output_dir. Rerunning the
+same command resumes: runs continue from their checkpoints and finished
+evaluation points are kept. Offline, point --manual_dir (or
+$VAE_TF_MANUAL_DIR) at the raw data files.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+_START_TIME = time.time()
+# TensorFlow's C++ start-up chatter would bury a one-line error.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from absl import app, flags
+
+FLAGS = flags.FLAGS
+
+# vae_tf.reproduction.FIGURES, named here too so that argument mistakes are
+# reported before TensorFlow loads.
+FIGURES = ("figure2", "figure3", "figure4", "figure5")
+
+flags.DEFINE_enum("budget", "small", ["tiny", "small", "paper"], "How much to run: tiny "
+                  "(tests), small (about 15 minutes for every figure), paper (the paper's "
+                  "training lengths).")
+flags.DEFINE_string("output_dir", None, "Folder for runs, CSV files, plots and report.md. "
+                    "Default: runs/reproduce_<budget>.")
+flags.DEFINE_integer("seed", 0, "Seed of every run (initialisation, data order, sampling).")
+flags.DEFINE_string("data_dir", None, "TFDS data folder (default: TFDS's, or $TFDS_DATA_DIR).")
+flags.DEFINE_string("manual_dir", None, "Folder with the raw data files, for preparing the data "
+                    "offline (default: $VAE_TF_MANUAL_DIR).")
+
+
+def _log(message: str) -> None:
+  print(f"[{time.time() - _START_TIME:7.1f} s] {message}", flush=True)
+
+
+def main(argv):
+  requested = argv[1:]
+  unknown = [name for name in requested if name not in (*FIGURES, "all")]
+  if not requested or unknown:
+    sys.exit(f"error: {'unknown figure ' + repr(unknown[0]) if unknown else 'no figure given'}; "
+             f"give one or more of {', '.join(FIGURES)}, or all")
+  figures = [figure for figure in FIGURES if figure in requested or "all" in requested]
+  # Heavy imports after the arguments are checked, so mistakes are reported at once.
+  from vae_tf import reproduction
+  from vae_tf.data import sources
+
+  output_dir = FLAGS.output_dir or f"runs/reproduce_{FLAGS.budget}"
+  reproducer = reproduction.Reproduction(
+      reproduction.BUDGETS[FLAGS.budget], output_dir, seed=FLAGS.seed, data_dir=FLAGS.data_dir,
+      manual_dir=FLAGS.manual_dir, log=_log)
+  seconds = {}
+  try:
+    reproducer.prepare(figures)
+    for figure in figures:
+      started = time.time()
+      _log(f"{figure} (budget {FLAGS.budget}) in {output_dir}")
+      written = getattr(reproducer, figure)()
+      seconds[figure] = time.time() - started
+      _log(f"{figure} done in {seconds[figure]:.1f} s: {', '.join(str(p) for p in written)}")
+  except (ValueError, sources.DataUnavailableError) as error:
+    sys.exit(f"error: {error}")
+  report = reproducer.write_report(seconds)
+  _log(f"report: {report}")
+
+
+if __name__ == "__main__":
+  app.run(main)

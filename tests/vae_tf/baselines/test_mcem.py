@@ -1,0 +1,116 @@
+"""Monte Carlo EM (`vae_tf.baselines.mcem`) on a real MNIST slice, through `training.train`."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from vae_tf import config as config_lib
+from vae_tf import evaluation, hmc, training
+from vae_tf.baselines import mcem
+from vae_tf.data import pipeline, sources
+
+NUM_TRAIN = 500
+BATCH_SIZE = 100  # 5 sampling rounds per epoch
+ROUNDS = 40
+
+
+def configs(checkpoint_every_steps: int = 1000):
+  # The paper's Figure 3 model: Nz = 3, 100 hidden units.
+  model_config, train_config = config_lib.preset("paper", "mnist", NUM_TRAIN)
+  model_config = dataclasses.replace(model_config, latent_dim=3, hidden_units=(100,))
+  train_config = dataclasses.replace(
+      train_config, method="mcem", train_examples=NUM_TRAIN, batch_size=BATCH_SIZE,
+      updates_per_call=1, checkpoint_every_steps=checkpoint_every_steps)
+  return model_config, train_config
+
+
+@pytest.fixture(scope="module")
+def train_images(tfds_data_dir, shared_data_dir) -> np.ndarray:
+  images = sources.load_images("mnist", "train", tfds_data_dir, str(shared_data_dir))
+  return images[:NUM_TRAIN]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, train_images):
+  model_dir = tmp_path_factory.mktemp("mcem")
+  result = training.train(*configs(), train_images=train_images, validation_images=None,
+                          model_dir=model_dir, total_steps=ROUNDS, verbose=0)
+  return model_dir, result
+
+
+def test_rounds_raise_the_log_joint_and_tune_acceptance(trained):
+  model_dir, result = trained
+  assert isinstance(result.model, mcem.MonteCarloEM)
+  assert int(result.model.optimizer.iterations.numpy()) == ROUNDS  # rounds, not weight updates
+  with open(model_dir / training.METRICS_FILE) as f:
+    # Trained without validation data: Keras still writes val_* columns, as NA.
+    rows = [{key: float(row[key]) for key in ("log_joint", "acceptance", "step_size")}
+            for row in csv.DictReader(f)]
+  assert len(rows) == ROUNDS * BATCH_SIZE // NUM_TRAIN
+  # Measured: log p(x, z) -445 nats in the first epoch, -211 in the 8th.
+  assert rows[0]["log_joint"] < -350
+  assert rows[-1]["log_joint"] > rows[0]["log_joint"] + 150
+  # The step size starts at 0.1, too small for the wide early posteriors, and
+  # grows until about 90% of proposals are accepted.
+  assert rows[0]["acceptance"] > 0.98
+  assert rows[-1]["step_size"] > 1.5 * mcem.INITIAL_STEP_SIZE
+  assert abs(rows[-1]["acceptance"] - hmc.TARGET_ACCEPT_PROB) < 0.06
+
+
+def test_training_raises_the_marginal_likelihood(trained, train_images):
+  _, result = trained
+  x = pipeline.evaluation_array(train_images[:50], "none")
+  # Untrained, the N(0, 0.01^2) weights make every pixel's probability
+  # about 1/2: log p(x) = 784 log(1/2) = -543 nats, whatever x and z.
+  untrained = training.build_model(*configs())
+  np.testing.assert_allclose(hmc.log_joint(untrained, x, tf.zeros([50, 3])).numpy()
+                             - untrained.prior.log_prob(tf.zeros([3])).numpy(),
+                             784 * np.log(0.5), atol=1.0)
+  estimate = evaluation.hmc_marginal_log_likelihood(
+      result.model, x, num_samples_per_chain=50, num_chains=2, num_burnin_steps=100).mean()
+  # Measured: -196.9 nats.
+  assert estimate > 784 * np.log(0.5) + 250, estimate
+
+
+def test_a_round_moves_only_its_examples_chains(train_images):
+  model = training.build_model(*configs())
+  chains = model.latent_chains.numpy()
+  indices = np.arange(0, NUM_TRAIN, 5, dtype=np.int32)  # 100 examples
+  x = pipeline.evaluation_array(train_images[indices], "none")
+  decoder = [v.numpy() for v in model.decoder.trainable_variables]
+  model.train_step((tf.constant(x), tf.constant(indices)))
+
+  moved = np.any(model.latent_chains.numpy() != chains, axis=1)
+  # HMC at the initial step size accepts nearly every proposal.
+  assert moved[indices].mean() > 0.9
+  assert not np.delete(moved, indices).any()
+  assert all(np.abs(v.numpy() - old).max() > 0
+             for v, old in zip(model.decoder.trainable_variables, decoder))
+  # The recognition network is not part of MCEM.
+  assert not model.encoder.trainable_variables
+  with pytest.raises(TypeError, match="no recognition model"):
+    model.encode(x)
+
+
+def test_resuming_continues_the_same_chains(tmp_path, train_images, trained):
+  _, reference = trained
+  model_dir = tmp_path / "resumed"
+  # Two invocations with a checkpoint between them, the first ending mid-epoch.
+  training.train(*configs(checkpoint_every_steps=15), train_images=train_images,
+                 validation_images=None, model_dir=model_dir, total_steps=ROUNDS // 2 + 3,
+                 verbose=0)
+  resumed = training.train(*configs(checkpoint_every_steps=15), train_images=train_images,
+                           validation_images=None, model_dir=model_dir, total_steps=ROUNDS,
+                           verbose=0)
+  assert resumed.resumed_from_step == ROUNDS // 2 + 3
+  for a, b in zip(reference.model.variables, resumed.model.variables):
+    np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.path)
+  loaded = training.load_trained_model(model_dir)
+  np.testing.assert_array_equal(loaded.latent_chains.numpy(),
+                                reference.model.latent_chains.numpy())
+  assert float(loaded.step_size.numpy()) == float(reference.model.step_size.numpy())

@@ -1,0 +1,110 @@
+"""Monte Carlo EM, the paper's second baseline (Kingma & Welling 2013, Appendix E).
+
+MCEM fits the generative model p(x|z) p(z) alone, with no recognition model.
+Its E-step draws z ~ p(z|x) ∝ p(x|z) p(z) by Hamiltonian Monte Carlo; its
+M-step ascends log p(x, z) at those draws in the generative weights, plus the
+same N(0, I) parameter prior (weight decay) as AEVB. As in Appendix E, each
+sampling round is one HMC transition of 10 leapfrog steps, whose step size
+TFP's `SimpleStepSizeAdaptation` steers toward 90% acceptance, followed by 5
+weight updates with the acquired sample.
+
+Chains persist: every training example keeps its own z from round to round,
+in `latent_chains`, indexed by its position in the training set, so a chain
+picks up where its example's last round left it. This per-example state is
+why MCEM is not an on-line algorithm. One step size, shared by all chains,
+carries over between rounds and keeps adapting, because the target p(z|x)
+moves with every M-step.
+
+`MonteCarloEM` reuses the VAE's training loop (fused blocks, seeds, metric
+trackers, checkpoints): one minibatch of `train_step` is one sampling round,
+so `optimizer.iterations` counts rounds. The VAE's recognition network is
+still built, but frozen and never used: `encode` and `elbo_terms` (hence
+the ELBO, validation in `fit` and the IS estimate) refuse to run, because
+MCEM has no q(z|x). Train it without validation data and score it with
+`vae_tf.evaluation.hmc_marginal_log_likelihood`.
+"""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+from vae_tf import hmc
+from vae_tf.config import ModelConfig
+from vae_tf.model import VAE
+
+WEIGHT_UPDATES_PER_ROUND = 5
+INITIAL_STEP_SIZE = 0.1
+
+_NO_RECOGNITION_MODEL = ("Monte Carlo EM has no recognition model q(z|x); score it with "
+                         "vae_tf.evaluation.hmc_marginal_log_likelihood")
+
+
+@keras.saving.register_keras_serializable(package="vae_tf")
+class MonteCarloEM(VAE):
+  """MCEM on the VAE's generative network, one persistent HMC chain per training example."""
+
+  needs_example_indices = True
+
+  def __init__(self, config: ModelConfig, num_train_examples: int, seed: int = 0, **kwargs):
+    super().__init__(config, seed=seed, **kwargs)
+    self.num_train_examples = num_train_examples
+    # Only the generative weights are fitted (and decayed).
+    self.encoder.trainable = False
+    # Created outside the model's name scope, so their paths (the checkpoint
+    # keys of `vae_tf.training`) do not depend on the model's unique name.
+    self.latent_chains = keras.Variable(
+        keras.initializers.RandomNormal(stddev=1.0, seed=seed),  # prior draws
+        shape=(num_train_examples, config.latent_dim), trainable=False, name="latent_chains")
+    self.step_size = keras.Variable(INITIAL_STEP_SIZE, trainable=False, name="hmc_step_size")
+    self.log_joint_tracker = keras.metrics.Mean(name="log_joint")
+    self.acceptance_tracker = keras.metrics.Mean(name="acceptance")
+    self.step_size_tracker = keras.metrics.Mean(name="step_size")
+
+  @property
+  def metrics(self):
+    return [self.log_joint_tracker, self.acceptance_tracker, self.step_size_tracker]
+
+  def encode(self, x):
+    raise TypeError(_NO_RECOGNITION_MODEL)
+
+  def elbo_terms(self, x, seed):
+    raise TypeError(_NO_RECOGNITION_MODEL)
+
+  def _sgd_update(self, minibatch, seed) -> tf.Tensor:
+    """One sampling round on the examples of `minibatch` = (x [M, D], indices [M]).
+
+    Returns the mean log p(x, z) at the round's draws (before the weight
+    updates), the mean HMC acceptance probability and the step size used.
+    """
+    x, indices = minibatch
+    x = tf.cast(x, tf.float32)
+    step_size = tf.convert_to_tensor(self.step_size)
+    # A fresh kernel each round, started at the stored step size: its one
+    # transition adapts, so the step size keeps adapting across rounds.
+    kernel = hmc.adaptive_hmc(lambda z: hmc.log_joint(self, x, z), step_size,
+                              num_adaptation_steps=1)
+    z = tf.gather(self.latent_chains, indices)
+    z, results = kernel.one_step(z, kernel.bootstrap_results(z), seed=seed)
+    self.step_size.assign(results.new_step_size)
+    self.latent_chains.assign(
+        tf.tensor_scatter_nd_update(self.latent_chains, indices[:, tf.newaxis], z))
+
+    generative = self.trainable_variables
+    for _ in range(WEIGHT_UPDATES_PER_ROUND):
+      with tf.GradientTape() as tape:
+        loss = -tf.reduce_mean(hmc.log_joint(self, x, z))
+        if self.config.weight_decay:
+          loss += self._parameter_penalty()
+      self.optimizer.apply(tape.gradient(loss, generative), generative)
+    # `iterations` counts rounds, as the data stream and checkpoints of
+    # `vae_tf.training` count minibatches. Adagrad and SGD do not read it
+    # (Adam's bias correction would see rounds, not updates).
+    self.optimizer.iterations.assign_sub(WEIGHT_UPDATES_PER_ROUND - 1)
+
+    log_joint = results.inner_results.accepted_results.target_log_prob
+    return tf.stack([tf.reduce_mean(log_joint),
+                     tf.reduce_mean(hmc.acceptance_probability(results)), step_size])
+
+  def get_config(self):
+    return {**super().get_config(), "num_train_examples": self.num_train_examples}
