@@ -149,10 +149,7 @@ def main(argv):
       train_images = train_images[:FLAGS.train_examples]
     model_config, train_config = configs_from_flags(len(train_images))
     replicas = strategy.num_replicas_in_sync
-    if distribute.is_distributed(strategy):
-      # See vae_tf.distribute: one synchronised update per step.
-      train_config = dataclasses.replace(train_config, updates_per_call=1)
-    train_config = training.fit_updates_per_call(train_config, len(train_images), replicas)
+    train_config = training.fit_updates_per_call(train_config, len(train_images), strategy)
     model_dir = FLAGS.model_dir or f"runs/{FLAGS.dataset}_nz{model_config.latent_dim}"
     settings = {"model": model_config.to_dict(), "train": train_config.to_dict()}
     print(f"training {model_dir}: {json.dumps(settings)}")

@@ -60,6 +60,12 @@ def _decoder_mean(model, z) -> np.ndarray:
   return model.decode(tf.convert_to_tensor(z, tf.float32)).mean().numpy()
 
 
+def prior_samples(model, image_shape, seed, num_samples: int = 100) -> np.ndarray:
+  """Decoder means at z ~ p(z) drawn with the stateless `seed` pair, as images."""
+  z = model.prior.sample(num_samples, seed=tf.constant(seed))
+  return _decoder_mean(model, z).reshape(-1, *image_shape)
+
+
 def latent_grid(grid_size: int = 20) -> np.ndarray:
   """[grid*grid, 2] latent points, row-major, for the Fig. 4 manifold.
 

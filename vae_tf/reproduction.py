@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import io
 import json
 import math
 import os
@@ -39,7 +38,6 @@ from typing import Callable
 
 import keras
 import numpy as np
-import tensorflow as tf
 
 from vae_tf import charts, evaluation, plotting, training
 from vae_tf import config as config_lib
@@ -187,7 +185,7 @@ def read_rows(path: Path) -> list[dict]:
 
 
 def _parse(value: str) -> int | float | str | None:
-  """A CSV cell as written by `write_rows`: empty for None, else int, float or text."""
+  """A CSV cell as written by `training.write_csv_atomically`: empty for None, else int, float or text."""
   if value == "":
     return None
   for kind in (int, float):
@@ -196,17 +194,6 @@ def _parse(value: str) -> int | float | str | None:
     except ValueError:
       pass
   return value
-
-
-def write_rows(path: Path, rows: list[dict]) -> Path:
-  """Writes rows (dicts with the same keys) as CSV, atomically."""
-  buffer = io.StringIO()
-  writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
-  writer.writeheader()
-  writer.writerows(rows)
-  path.parent.mkdir(parents=True, exist_ok=True)
-  training.write_atomically(path, buffer.getvalue())
-  return path
 
 
 Evaluate = Callable[[keras.Model], dict]
@@ -239,7 +226,7 @@ class CurveRecorder(keras.callbacks.Callback):
       row["evaluation_seconds"] = round(time.time() - started, 2)
       self.rows.append(row)
       self.pending.remove(steps)
-      write_rows(self.path, self.rows)
+      training.write_csv_atomically(self.path, self.rows)
 
   def on_train_begin(self, logs=None):
     self.record_if_due(self.model)
@@ -381,8 +368,8 @@ class Reproduction:
       if spec.dataset == "mnist" and spec.method == "aevb":
         final_rows.append(self._final_log_likelihood(spec, model, curve[-1]))
     directory = self.output_dir / "figure2"
-    written = [write_rows(directory / "figure2.csv", rows),
-               write_rows(directory / "figure2_final_log_likelihood.csv", final_rows)]
+    written = [training.write_csv_atomically(directory / "figure2.csv", rows),
+               training.write_csv_atomically(directory / "figure2_final_log_likelihood.csv", final_rows)]
     for dataset, dataset_panels in panels.items():
       if not dataset_panels:
         continue  # a budget without this data set
@@ -435,7 +422,7 @@ class Reproduction:
                                    [row[f"{split}_hmc_log_likelihood"] for row in curve],
                                    METHOD_COLORS[method], SPLIT_LINESTYLES[split]))
     directory = self.output_dir / "figure3"
-    return [write_rows(directory / "figure3.csv", rows),
+    return [training.write_csv_atomically(directory / "figure3.csv", rows),
             charts.save_line_panels(panels, directory / "figure3.png", ncols=2,
                                     xlabel="training examples seen",
                                     ylabel="log p(x), Appendix D estimate")]
@@ -454,7 +441,7 @@ class Reproduction:
                    "steps": curve[-1]["steps"], "examples_seen": curve[-1]["examples_seen"],
                    "test_elbo": curve[-1]["test_elbo"], "image": image_path.name})
       written.append(image_path)
-    return [write_rows(directory / f"{name}.csv", rows), *written]
+    return [training.write_csv_atomically(directory / f"{name}.csv", rows), *written]
 
   def figure4(self) -> list[Path]:
     def manifold(model, spec):
@@ -466,9 +453,8 @@ class Reproduction:
 
   def figure5(self) -> list[Path]:
     def samples(model, spec):
-      z = model.prior.sample(100, seed=tf.constant([EVALUATION_SEED, 1]))
-      means = model.decode(z).mean().numpy()
-      return means.reshape(-1, *config_lib.INPUT_SHAPES[spec.dataset]), 10
+      shape = config_lib.INPUT_SHAPES[spec.dataset]
+      return plotting.prior_samples(model, shape, [EVALUATION_SEED, 1]), 10
 
     return self._image_figure("figure5", [RunSpec("mnist", latent_dim)
                                           for latent_dim in self.budget.samples_latent_dims],

@@ -17,7 +17,9 @@ every worker; `train.batch_size` is per replica, and only the chief writes
 
 from __future__ import annotations
 
+import csv
 import dataclasses
+import io
 import json
 import os
 import shutil
@@ -76,9 +78,15 @@ def build_model(model_config: config_lib.ModelConfig, train: config_lib.TrainCon
 
 
 def fit_updates_per_call(train: config_lib.TrainConfig, num_examples: int,
-                         num_replicas: int = 1) -> config_lib.TrainConfig:
-  """Fuses a whole epoch at most, so small training sets still fill a block."""
-  steps_per_epoch = num_examples // (train.batch_size * num_replicas)
+                         strategy: tf.distribute.Strategy | None = None
+                         ) -> config_lib.TrainConfig:
+  """Fuses a whole epoch at most, so small training sets still fill a block;
+  one update per call under a distributing `strategy` (see `vae_tf.distribute`).
+  """
+  strategy = strategy or tf.distribute.get_strategy()
+  if distribute.is_distributed(strategy):
+    return dataclasses.replace(train, updates_per_call=1)
+  steps_per_epoch = num_examples // (train.batch_size * strategy.num_replicas_in_sync)
   if train.updates_per_call <= steps_per_epoch:
     return train
   return dataclasses.replace(train, updates_per_call=max(1, steps_per_epoch))
@@ -88,6 +96,17 @@ def write_atomically(path: Path, text: str) -> None:
   temporary = path.with_name(f".{path.name}.tmp")
   temporary.write_text(text)
   os.replace(temporary, path)
+
+
+def write_csv_atomically(path: Path, rows: list[dict]) -> Path:
+  """Rows (dicts with the same keys, None written empty) as CSV, atomically."""
+  buffer = io.StringIO()
+  writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
+  writer.writeheader()
+  writer.writerows(rows)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  write_atomically(path, buffer.getvalue())
+  return path
 
 
 def save_or_check_config(model_dir: Path, model_config: config_lib.ModelConfig,
@@ -392,9 +411,8 @@ def save_artifacts(model: VAE, model_dir: str | os.PathLike, images: np.ndarray,
 
   model_dir = Path(model_dir)
   shape = model.config.input_shape
-  z = model.prior.sample(100, seed=tf.constant([seed, 0]))
   written = [
-      plotting.save_image_grid(model.decode(z).mean().numpy().reshape(-1, *shape),
+      plotting.save_image_grid(plotting.prior_samples(model, shape, [seed, 0]),
                                model_dir / "samples.png", ncols=10, scale=2),
       plotting.save_image_grid(
           plotting.reconstructions(model, pipeline.evaluation_array(images[:50], binarization),

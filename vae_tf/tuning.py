@@ -15,9 +15,7 @@ retry, and returns once no worker is left instead of waiting forever.
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import io
 import json
 import os
 import threading
@@ -418,11 +416,8 @@ def write_summary(rows: list[TrialRow], parameters: list[str], directory: str | 
   """summary.csv (full precision) and summary.md (the table plus `notes`)."""
   directory = Path(directory)
   header, table = _table(rows, parameters)
-  buffer = io.StringIO()
-  writer = csv.writer(buffer, lineterminator="\n")
-  writer.writerow(header)
-  writer.writerows([["" if cell is None else cell for cell in cells] for cells in table])
-  training.write_atomically(directory / SUMMARY_CSV, buffer.getvalue())
+  training.write_csv_atomically(directory / SUMMARY_CSV,
+                                [dict(zip(header, cells)) for cells in table])
   lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
   lines += ["| " + " | ".join(_format(cell) for cell in cells) + " |" for cells in table]
   markdown = "\n".join(["# Tuning summary", "", *lines, "", *(f"- {note}" for note in notes)])

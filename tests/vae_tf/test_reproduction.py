@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from vae_tf import reproduction
+from vae_tf import reproduction, training
 
 
 def test_evaluation_steps_are_whole_blocks_log_spaced_in_examples():
@@ -43,5 +43,5 @@ def test_figure3_runs_use_the_paper_settings(method, batch_size, updates_per_cal
 def test_rows_round_trip_through_csv(tmp_path):
   rows = [{"dataset": "mnist", "steps": 100, "test_elbo": -123.456789012, "is": None},
           {"dataset": "frey_face", "steps": 105, "test_elbo": 530.0, "is": -1.5}]
-  path = reproduction.write_rows(tmp_path / "rows.csv", rows)
+  path = training.write_csv_atomically(tmp_path / "rows.csv", rows)
   assert reproduction.read_rows(path) == rows
