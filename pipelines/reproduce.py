@@ -11,8 +11,13 @@ One subcommand per figure; give one or more, or `all`:
            wake-sleep and Monte Carlo EM
   figure4  learned 2-D manifolds of MNIST and Frey Face
   figure5  random samples of MNIST models with Nz 2, 5, 10, 20
+  iwae_table  Burda et al.'s (2015) MNIST log-likelihoods, VAE and IWAE trained
+           with their recipe, obtained against published, with learning curves
+           against epochs and training seconds
 --budget: `tiny` (seconds per figure, for tests), `small` (every figure in
-about 15 minutes on 2 cores) or `paper` (the paper's 10^8 examples per curve).
+about 15 minutes on 2 cores), `medium` (iwae_table only for now: 2 hours of
+training on 2 cores) or `paper` (the paper's 10^8 examples per curve; Burda
+et al.'s 3,280 epochs).
 Writes CSV files, PNG plots and report.md into --output_dir. Rerunning the
 same command resumes: runs continue from their checkpoints and finished
 evaluation points are kept. Offline, point --manual_dir (or
@@ -36,10 +41,17 @@ FLAGS = flags.FLAGS
 # vae_tf.reproduction.FIGURES, named here too so that argument mistakes are
 # reported before TensorFlow loads.
 FIGURES = ("figure2", "figure3", "figure4", "figure5")
+TABLE = "iwae_table"
+# vae_tf.reproduction.BUDGETS and vae_tf.iwae_table.BUDGETS.
+FIGURE_BUDGETS = ("tiny", "small", "paper")
+BUDGETS = ("tiny", "small", "medium", "paper")
 
-flags.DEFINE_enum("budget", "small", ["tiny", "small", "paper"], "How much to run: tiny "
-                  "(tests), small (about 15 minutes for every figure), paper (the paper's "
-                  "training lengths).")
+flags.DEFINE_enum("budget", "small", BUDGETS, "How much to run: tiny (tests), small (about 15 "
+                  "minutes for every figure), medium (iwae_table: 2 hours of training), paper "
+                  "(the papers' training lengths).")
+flags.DEFINE_integer("parallel_runs", 2, "iwae_table: models trained at once, each in its own "
+                     "single-threaded process (1: one after another, in this process).",
+                     lower_bound=1)
 flags.DEFINE_string("output_dir", None, "Folder for runs, CSV files, plots and report.md. "
                     "Default: runs/reproduce_<budget>.")
 flags.DEFINE_integer("seed", 0, "Seed of every run (initialisation, data order, sampling).")
@@ -54,32 +66,45 @@ def _log(message: str) -> None:
 
 def main(argv):
   requested = argv[1:]
-  unknown = [name for name in requested if name not in (*FIGURES, "all")]
+  names = (*FIGURES, TABLE)
+  unknown = [name for name in requested if name not in (*names, "all")]
   if not requested or unknown:
     sys.exit(f"error: {'unknown figure ' + repr(unknown[0]) if unknown else 'no figure given'}; "
-             f"give one or more of {', '.join(FIGURES)}, or all")
+             f"give one or more of {', '.join(names)}, or all")
   figures = [figure for figure in FIGURES if figure in requested or "all" in requested]
+  table = TABLE in requested or "all" in requested
+  if figures and FLAGS.budget not in FIGURE_BUDGETS:
+    sys.exit(f"error: the figures have no budget {FLAGS.budget!r} yet (only "
+             f"{', '.join(FIGURE_BUDGETS)}); it applies to {TABLE}")
   # Heavy imports after the arguments are checked, so mistakes are reported at once.
-  from vae_tf import reproduction
+  from vae_tf import iwae_table, reproduction
   from vae_tf.data import sources
 
   output_dir = FLAGS.output_dir or f"runs/reproduce_{FLAGS.budget}"
-  reproducer = reproduction.Reproduction(
-      reproduction.BUDGETS[FLAGS.budget], output_dir, seed=FLAGS.seed, data_dir=FLAGS.data_dir,
-      manual_dir=FLAGS.manual_dir, log=_log)
   seconds = {}
   try:
-    reproducer.prepare(figures)
-    for figure in figures:
-      started = time.time()
-      _log(f"{figure} (budget {FLAGS.budget}) in {output_dir}")
-      written = getattr(reproducer, figure)()
-      seconds[figure] = time.time() - started
-      _log(f"{figure} done in {seconds[figure]:.1f} s: {', '.join(str(p) for p in written)}")
+    if figures:
+      reproducer = reproduction.Reproduction(
+          reproduction.BUDGETS[FLAGS.budget], output_dir, seed=FLAGS.seed,
+          data_dir=FLAGS.data_dir, manual_dir=FLAGS.manual_dir, log=_log)
+      reproducer.prepare(figures)
+      for figure in figures:
+        started = time.time()
+        _log(f"{figure} (budget {FLAGS.budget}) in {output_dir}")
+        written = getattr(reproducer, figure)()
+        seconds[figure] = time.time() - started
+        _log(f"{figure} done in {seconds[figure]:.1f} s: {', '.join(str(p) for p in written)}")
+      _log(f"report: {reproducer.write_report(seconds)}")
+    if table:
+      _log(f"{TABLE} (budget {FLAGS.budget}) in {output_dir}")
+      written = iwae_table.run_table(
+          iwae_table.BUDGETS[FLAGS.budget], output_dir, seed=FLAGS.seed,
+          data_dir=FLAGS.data_dir, manual_dir=FLAGS.manual_dir,
+          parallel_runs=FLAGS.parallel_runs, command=" ".join(["python -m pipelines.reproduce",
+                                                               *sys.argv[1:]]), log=_log)
+      _log(f"{TABLE} done: {', '.join(str(p) for p in written)}")
   except (ValueError, sources.DataUnavailableError) as error:
     sys.exit(f"error: {error}")
-  report = reproducer.write_report(seconds)
-  _log(f"report: {report}")
 
 
 if __name__ == "__main__":

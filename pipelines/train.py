@@ -27,7 +27,10 @@ from vae_tf import config as config_lib
 FLAGS = flags.FLAGS
 
 flags.DEFINE_enum("dataset", "mnist", config_lib.DATASETS, "Data set to train on.")
-flags.DEFINE_enum("preset", "paper", config_lib.PRESETS, "Defaults for every flag left unset.")
+flags.DEFINE_enum("preset", "paper", config_lib.PRESETS, "Defaults for every flag left unset: "
+                  "paper (Kingma & Welling), modern, or iwae_paper (Burda et al. 2015).")
+flags.DEFINE_enum("method", None, config_lib.METHODS, "Learning algorithm: aevb (the paper's), "
+                  "or its baselines wake_sleep and mcem (mcem needs --train_examples).")
 flags.DEFINE_string("model_dir", None, "Run folder: checkpoints, logs, images, saved model. "
                     "Default: runs/<dataset>_nz<latent_dim>.")
 flags.DEFINE_string("data_dir", None, "TFDS data folder (default: TFDS's, or $TFDS_DATA_DIR).")
@@ -40,15 +43,27 @@ flags.DEFINE_list("hidden_units", None, "Units per hidden layer, e.g. 500 or 500
 flags.DEFINE_enum("activation", None, config_lib.ACTIVATIONS, "Hidden-layer activation.")
 flags.DEFINE_float("init_stddev", None, "Stddev of the N(0, s^2) weight initialiser; 0 keeps "
                    "Keras' Glorot default.", lower_bound=0)
-flags.DEFINE_enum("estimator", None, config_lib.ESTIMATORS, "SGVB estimator: A (eq. 6, Monte "
-                  "Carlo KL) or B (eq. 7, analytic KL).")
-flags.DEFINE_integer("num_samples", None, "L, samples of z per datapoint.", lower_bound=1)
+flags.DEFINE_enum("estimator", None, config_lib.ESTIMATORS, "Training objective: SGVB "
+                  "estimator A (eq. 6, Monte Carlo KL), B (eq. 7, analytic KL), or iwae, the "
+                  "k-sample importance-weighted bound of Burda et al. (2015).")
+flags.DEFINE_integer("num_samples", None, "Draws of z per datapoint: L for A and B, k for iwae.",
+                     lower_bound=1)
 flags.DEFINE_string("weight_decay", None, "Coefficient of 0.5*||theta||^2 per example, or "
                     "'prior' for 1/N_train, the paper's N(0, I) parameter prior.")
 flags.DEFINE_enum("binarization", None, config_lib.BINARIZATIONS, "MNIST pixels: dynamic, "
                   "static, or none (grey levels, the paper's treatment).")
 flags.DEFINE_enum("optimizer", None, config_lib.OPTIMIZERS, "Optimizer.")
-flags.DEFINE_float("learning_rate", None, "Step size.", lower_bound=0)
+flags.DEFINE_float("learning_rate", None, "Step size (the schedule's first).", lower_bound=0)
+flags.DEFINE_enum("lr_schedule", None, config_lib.LR_SCHEDULES, "Learning rate over the run's "
+                  "--epochs: constant; burda (8 stages of 3^i epochs' share, rate "
+                  "x10^(-i/7)); cosine or exponential decay to --lr_final_scale of it.")
+flags.DEFINE_float("lr_final_scale", None, "Final learning rate of the cosine and exponential "
+                   "schedules, as a fraction of --learning_rate.")
+flags.DEFINE_float("adam_beta1", None, "Adam's first-moment decay.")
+flags.DEFINE_float("adam_beta2", None, "Adam's second-moment decay.")
+flags.DEFINE_float("adam_epsilon", None, "Adam's epsilon, added to sqrt(v).")
+flags.DEFINE_bool("decoder_bias_from_data", None, "Start the decoder's output bias at the "
+                  "logits of the training data's mean (Burda et al.).")
 flags.DEFINE_integer("batch_size", None, "M, examples per minibatch.", lower_bound=1)
 flags.DEFINE_integer("epochs", None, "Passes over the training set.", lower_bound=1)
 flags.DEFINE_integer("steps", None, "Total SGD updates; overrides --epochs.", lower_bound=1)
@@ -111,9 +126,17 @@ def configs_from_flags(num_train: int) -> tuple[config_lib.ModelConfig, config_l
   if FLAGS.weight_decay is not None:
     model_overrides["weight_decay"] = _weight_decay(FLAGS.weight_decay, num_train)
   train_overrides = {
+      "method": FLAGS.method,
+      "train_examples": FLAGS.train_examples,
       "binarization": FLAGS.binarization,
       "optimizer": FLAGS.optimizer,
       "learning_rate": FLAGS.learning_rate,
+      "lr_schedule": FLAGS.lr_schedule,
+      "lr_final_scale": FLAGS.lr_final_scale,
+      "adam_beta1": FLAGS.adam_beta1,
+      "adam_beta2": FLAGS.adam_beta2,
+      "adam_epsilon": FLAGS.adam_epsilon,
+      "decoder_bias_from_data": FLAGS.decoder_bias_from_data,
       "batch_size": FLAGS.batch_size,
       "epochs": FLAGS.epochs,
       "updates_per_call": FLAGS.updates_per_call,

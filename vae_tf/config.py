@@ -12,7 +12,9 @@ import json
 import re
 
 DATASETS = ("mnist", "frey_face")
-ESTIMATORS = ("A", "B")
+# SGVB estimators A and B (eq. 6, 7) and the k-sample importance-weighted
+# bound of Burda et al. (2015), `vae_tf.estimators`.
+ESTIMATORS = ("A", "B", "iwae")
 LIKELIHOODS = ("bernoulli", "gaussian")
 BINARIZATIONS = ("dynamic", "static", "none")
 OPTIMIZERS = ("adagrad", "adam", "sgd")
@@ -20,7 +22,10 @@ OPTIMIZERS = ("adagrad", "adam", "sgd")
 # baselines, wake-sleep and Monte Carlo EM (`vae_tf.baselines`).
 METHODS = ("aevb", "wake_sleep", "mcem")
 ACTIVATIONS = ("tanh", "relu", "softplus", "elu")
-PRESETS = ("paper", "modern")
+# Learning-rate schedules over the run's `epochs` (`vae_tf.schedules`).
+LR_SCHEDULES = ("constant", "burda", "cosine", "exponential")
+# paper: Kingma & Welling; iwae_paper: Burda et al.'s MNIST recipe.
+PRESETS = ("paper", "modern", "iwae_paper")
 # Distribution strategies for training (`vae_tf.distribute`); auto picks from
 # TF_CONFIG and the local GPUs.
 STRATEGIES = ("auto", "default", "mirrored", "multi_worker")
@@ -46,6 +51,7 @@ class ModelConfig:
   # biases; None keeps Keras' Glorot-uniform kernels and zero biases.
   init_stddev: float | None = 0.01
   estimator: str = "B"
+  # L (SGVB) or k (IWAE): draws of z per datapoint.
   num_samples: int = 1
   # Coefficient of 0.5 * ||theta||^2 added to the per-example loss. With
   # 1 / N_train this is exactly a N(0, I) prior on the parameters (MAP).
@@ -99,6 +105,18 @@ class TrainConfig:
   binarization: str = "none"
   optimizer: str = "adagrad"
   learning_rate: float = 0.02
+  # The schedule spans `epochs`, so it cannot change on resumption.
+  lr_schedule: str = "constant"
+  # Learning rate at the end of a cosine or exponential schedule, as a
+  # fraction of `learning_rate`.
+  lr_final_scale: float = 0.1
+  adam_beta1: float = 0.9
+  adam_beta2: float = 0.999
+  # Added to sqrt(v) in Adam's denominator (Keras' and Burda et al.'s form).
+  adam_epsilon: float = 1e-7
+  # Start the decoder's output bias at the logits of the training data's mean
+  # (Burda et al.), so the first updates need not learn the average image.
+  decoder_bias_from_data: bool = False
   batch_size: int = 100
   epochs: int = 10
   # SGD updates fused into one compiled call of `train_step`; a speed knob:
@@ -123,6 +141,15 @@ class TrainConfig:
       raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
     if self.learning_rate <= 0:
       raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
+    if self.lr_schedule not in LR_SCHEDULES:
+      raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
+    if not 0 < self.lr_final_scale <= 1:
+      raise ValueError(f"lr_final_scale must be in (0, 1], got {self.lr_final_scale}")
+    for name in ("adam_beta1", "adam_beta2"):
+      if not 0 <= getattr(self, name) < 1:
+        raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
+    if self.adam_epsilon <= 0:
+      raise ValueError(f"adam_epsilon must be > 0, got {self.adam_epsilon}")
     for name in ("batch_size", "epochs", "updates_per_call", "checkpoint_every_steps"):
       if getattr(self, name) < 1:
         raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -132,7 +159,8 @@ class TrainConfig:
 
 
 def preset(name: str, dataset: str, num_train_examples: int) -> tuple[ModelConfig, TrainConfig]:
-  """The `paper` settings of Kingma & Welling, or a `modern` alternative."""
+  """The `paper` settings of Kingma & Welling, a `modern` alternative, or
+  `iwae_paper`, Burda et al.'s (2015) one-stochastic-layer recipe."""
   if name not in PRESETS:
     raise ValueError(f"preset must be one of {PRESETS}, got {name!r}")
   if dataset not in DATASETS:
@@ -143,6 +171,8 @@ def preset(name: str, dataset: str, num_train_examples: int) -> tuple[ModelConfi
       likelihood="bernoulli" if is_mnist else "gaussian",
       latent_dim=20 if is_mnist else 10,
   )
+  if name == "iwae_paper":
+    return iwae_paper_preset(dataset, common)
   if name == "paper":
     model = ModelConfig(
         hidden_units=(500,) if is_mnist else (200,),
@@ -178,6 +208,27 @@ def preset(name: str, dataset: str, num_train_examples: int) -> tuple[ModelConfi
         batch_size=100,
     )
   return model, train
+
+
+def iwae_paper_preset(dataset: str, common: dict) -> tuple[ModelConfig, TrainConfig]:
+  """Burda, Grosse & Salakhutdinov (2015), section 5 and their code (yburda/iwae):
+  784-200-200-50 tanh, IWAE with k=5, minibatches of 20, Adam(beta1=0.99,
+  epsilon=1e-4), 3,280 epochs in 8 stages of 3^i epochs with the learning
+  rate 1e-3 * 10^(-i/7), decoder bias at the data mean's logits.
+  """
+  model = ModelConfig(
+      **{**common, "latent_dim": 50}, hidden_units=(200, 200), activation="tanh",
+      init_stddev=None, estimator="iwae", num_samples=5, weight_decay=0.0)
+  train = TrainConfig(
+      dataset=dataset, binarization="dynamic" if dataset == "mnist" else "none",
+      optimizer="adam", learning_rate=1e-3, lr_schedule="burda", adam_beta1=0.99,
+      adam_beta2=0.999, adam_epsilon=1e-4, decoder_bias_from_data=True, batch_size=20,
+      epochs=BURDA_EPOCHS)
+  return model, train
+
+
+# Burda et al.'s 8 stages of 3^i epochs, i = 0..7.
+BURDA_EPOCHS = sum(3**i for i in range(8))
 
 
 def dumps(model: ModelConfig, train: TrainConfig) -> str:

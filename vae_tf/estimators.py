@@ -1,14 +1,23 @@
-"""The two SGVB estimators of the evidence lower bound (paper section 2.3).
+"""Estimators of the evidence lower bound and of the importance-weighted bound.
 
-Both return per-example terms averaged over L samples z ~ q(z|x):
-  A (eq. 6): elbo = log p(x|z) + log p(z) - log q(z|x), all Monte Carlo;
-  B (eq. 7): elbo = -KL(q(z|x) || p(z)) + log p(x|z), KL in closed form
-             (Appendix B), which usually has lower variance.
-`kl` is the Monte Carlo estimate log q(z|x) - log p(z) under A.
+All take draws z ~ q(z|x) and return per-example terms:
+  A (Kingma & Welling eq. 6): elbo = mean_L [log p(x|z) + log p(z) - log q(z|x)];
+  B (eq. 7): elbo = -KL(q(z|x) || p(z)) + mean_L log p(x|z), the KL in closed
+     form (Appendix B), which usually has lower variance;
+  iwae (Burda et al. 2015, eq. 8): iwae_bound = log mean_k w_k with the
+     importance weights w_k = p(x, z_k) / q(z_k|x). It is >= the ELBO, equals
+     estimator A at k = 1 and tightens toward log p(x) as k grows. Its terms
+     also carry A's ELBO of the same k draws, so curves stay comparable.
+`kl` is the Monte Carlo estimate log q(z|x) - log p(z) where it is not exact.
+
+`log_importance_weights` is the one place the log-weights are written: the
+IWAE bound, `vae_tf.evaluation`'s IS log p(x) and the exported `score`
+signature all call it.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Callable, NamedTuple
 
 import tensorflow as tf
@@ -25,11 +34,36 @@ class ElboTerms(NamedTuple):
   kl: tf.Tensor  # [batch]
 
 
+class IwaeTerms(NamedTuple):
+  elbo: tf.Tensor  # [batch], estimator A on the k draws
+  reconstruction: tf.Tensor
+  kl: tf.Tensor
+  iwae_bound: tf.Tensor  # [batch], the objective
+
+
+def objective(terms: ElboTerms | IwaeTerms) -> tf.Tensor:
+  """The per-example bound that training ascends."""
+  return terms.iwae_bound if isinstance(terms, IwaeTerms) else terms.elbo
+
+
+def log_weight_terms(x, z, posterior: tfd.Distribution, decoder: Decoder,
+                     prior: tfd.Distribution) -> tuple[tf.Tensor, tf.Tensor]:
+  """log p(x|z) and log q(z|x) - log p(z) for draws z [K, batch, latent]: [K, batch] each."""
+  return decoder(z).log_prob(x), posterior.log_prob(z) - prior.log_prob(z)
+
+
+def log_importance_weights(x, z, posterior: tfd.Distribution, decoder: Decoder,
+                           prior: tfd.Distribution) -> tf.Tensor:
+  """log w = log p(x|z) + log p(z) - log q(z|x) for draws z [K, batch, latent]: [K, batch]."""
+  reconstruction, log_ratio = log_weight_terms(x, z, posterior, decoder, prior)
+  return reconstruction - log_ratio
+
+
 def sgvb_a(x, posterior: tfd.Distribution, decoder: Decoder, prior: tfd.Distribution,
            num_samples: int, seed) -> ElboTerms:
   z = posterior.sample(num_samples, seed=seed)  # [L, batch, latent]
-  reconstruction = tf.reduce_mean(decoder(z).log_prob(x), axis=0)
-  kl = tf.reduce_mean(posterior.log_prob(z) - prior.log_prob(z), axis=0)
+  reconstruction, kl = (tf.reduce_mean(t, axis=0)
+                        for t in log_weight_terms(x, z, posterior, decoder, prior))
   return ElboTerms(reconstruction - kl, reconstruction, kl)
 
 
@@ -41,4 +75,14 @@ def sgvb_b(x, posterior: tfd.Distribution, decoder: Decoder, prior: tfd.Distribu
   return ElboTerms(reconstruction - kl, reconstruction, kl)
 
 
-ESTIMATORS = {"A": sgvb_a, "B": sgvb_b}
+def iwae(x, posterior: tfd.Distribution, decoder: Decoder, prior: tfd.Distribution,
+         num_samples: int, seed) -> IwaeTerms:
+  z = posterior.sample(num_samples, seed=seed)  # [k, batch, latent]
+  reconstruction, log_ratio = log_weight_terms(x, z, posterior, decoder, prior)
+  log_weights = reconstruction - log_ratio
+  bound = tf.reduce_logsumexp(log_weights, axis=0) - math.log(num_samples)
+  reconstruction, kl = tf.reduce_mean(reconstruction, axis=0), tf.reduce_mean(log_ratio, axis=0)
+  return IwaeTerms(reconstruction - kl, reconstruction, kl, bound)
+
+
+ESTIMATORS = {"A": sgvb_a, "B": sgvb_b, "iwae": iwae}

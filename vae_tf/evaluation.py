@@ -24,7 +24,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from vae_tf import hmc
+from vae_tf import estimators, hmc
 
 tfd = tfp.distributions
 
@@ -51,8 +51,9 @@ def _compiled(model, name: str, build: Callable) -> Callable:
 def _build_accumulate(model_ref: weakref.ref) -> Callable:
 
   @tf.function(jit_compile=True)
-  def accumulate(x_batch, log_total, batch_seed, first_sample, num_chunk_samples):
-    """Folds samples [first, first + num) into the running logsumexp [batch]."""
+  def accumulate(x_batch, log_total, weight_total, batch_seed, first_sample, num_chunk_samples):
+    """Folds samples [first, first + num) into the running logsumexp and sum
+    of the log-weights [batch]."""
     model = model_ref()
     posterior = model.encode(x_batch)
 
@@ -62,10 +63,11 @@ def _build_accumulate(model_ref: weakref.ref) -> Callable:
     # One seed per sample index, so a sample does not depend on its chunk.
     z = tf.map_fn(draw, first_sample + tf.range(num_chunk_samples),
                   fn_output_signature=tf.float32)  # [chunk, batch, latent]
-    log_weights = (model.decode(z).log_prob(x_batch) + model.prior.log_prob(z)
-                   - posterior.log_prob(z))  # [chunk, batch]
+    log_weights = estimators.log_importance_weights(
+        x_batch, z, posterior, model.decode, model.prior)  # [chunk, batch]
     chunk_total = tf.reduce_logsumexp(log_weights, axis=0)
-    return tf.reduce_logsumexp(tf.stack([log_total, chunk_total]), axis=0)
+    return (tf.reduce_logsumexp(tf.stack([log_total, chunk_total]), axis=0),
+            weight_total + tf.reduce_sum(log_weights, axis=0))
 
   return accumulate
 
@@ -74,7 +76,8 @@ def _build_elbo_terms(model_ref: weakref.ref) -> Callable:
 
   @tf.function(jit_compile=True)
   def terms(x_batch, batch_seed):
-    return tf.stack(model_ref().elbo_terms(x_batch, batch_seed), axis=-1)  # [batch, 3]
+    terms = model_ref().elbo_terms(x_batch, batch_seed)
+    return tf.stack([terms.elbo, terms.reconstruction, terms.kl], axis=-1)  # [batch, 3]
 
   return terms
 
@@ -126,6 +129,18 @@ def importance_sampled_log_likelihood(model, x, num_samples: int = 5000,
   Returns:
     float64 array [N] of log p(x) estimates.
   """
+  return importance_sampled_scores(model, x, num_samples, chunk_size, batch_size,
+                                   seed)["log_likelihood"]
+
+
+def importance_sampled_scores(model, x, num_samples: int = 5000,
+                              chunk_size: int = DEFAULT_CHUNK_SIZE,
+                              batch_size: int = DEFAULT_BATCH_SIZE,
+                              seed: int = 0) -> dict[str, np.ndarray]:
+  """`importance_sampled_log_likelihood` and, from the same K draws, the
+  ELBO (the mean log-weight, estimator A with L = K): float64 arrays [N]
+  under "log_likelihood" and "elbo". Arguments as there.
+  """
   if num_samples < 1:
     raise ValueError(f"num_samples must be >= 1, got {num_samples}")
   if chunk_size < 1 or batch_size < 1:
@@ -133,22 +148,26 @@ def importance_sampled_log_likelihood(model, x, num_samples: int = 5000,
   x = _as_matrix(x)
   num_examples = int(x.shape[0])
   if num_examples == 0:
-    return np.zeros([0])
+    return {"log_likelihood": np.zeros([0]), "elbo": np.zeros([0])}
   batch_size = min(batch_size, num_examples)
   chunk_size = min(chunk_size, num_samples)
   accumulate = _compiled(model, "accumulate", _build_accumulate)
 
-  results = []
+  log_totals, weight_totals = [], []
   for index, batch, num_real in _batches(x, batch_size):
     batch_seed = _batch_seed(seed, index)
     log_total = tf.fill([batch_size], -np.inf)
+    weight_total = tf.zeros([batch_size])
     for first in range(0, num_samples, chunk_size):
       # The chunk length is a Python int, static for XLA: a shorter last
       # chunk costs one extra compilation, not one per batch.
       count = min(chunk_size, num_samples - first)
-      log_total = accumulate(batch, log_total, batch_seed, tf.constant(first), count)
-    results.append(log_total.numpy()[:num_real].astype(np.float64))
-  return np.concatenate(results) - math.log(num_samples)
+      log_total, weight_total = accumulate(batch, log_total, weight_total, batch_seed,
+                                           tf.constant(first), count)
+    log_totals.append(log_total.numpy()[:num_real].astype(np.float64))
+    weight_totals.append(weight_total.numpy()[:num_real].astype(np.float64))
+  return {"log_likelihood": np.concatenate(log_totals) - math.log(num_samples),
+          "elbo": np.concatenate(weight_totals) / num_samples}
 
 
 def evaluate_elbo(model, x, batch_size: int = DEFAULT_BATCH_SIZE,

@@ -36,9 +36,10 @@ class VAE(keras.Model):
     self.estimator = estimators.ESTIMATORS[config.estimator]
     self.train_seed = keras.random.SeedGenerator(seed, name="train_seed")
     self.eval_seed = keras.random.SeedGenerator(self._eval_seed_start, name="eval_seed")
-    self.elbo_tracker = keras.metrics.Mean(name="elbo")
-    self.reconstruction_tracker = keras.metrics.Mean(name="reconstruction")
-    self.kl_tracker = keras.metrics.Mean(name="kl")
+    # One running mean per term the estimator returns (elbo, reconstruction,
+    # kl and, for IWAE, iwae_bound).
+    fields = (estimators.IwaeTerms if config.estimator == "iwae" else estimators.ElboTerms)._fields
+    self.term_trackers = [keras.metrics.Mean(name=name) for name in fields]
     self.encoder.build((None, config.event_size))
     self.decoder.build((None, config.latent_dim))
     self.built = True
@@ -58,8 +59,8 @@ class VAE(keras.Model):
   def decode(self, z) -> tfd.Distribution:
     return self.decoder(z)
 
-  def elbo_terms(self, x, seed) -> estimators.ElboTerms:
-    """Per-example ELBO, E log p(x|z) and KL for flat inputs x [batch, D]."""
+  def elbo_terms(self, x, seed) -> estimators.ElboTerms | estimators.IwaeTerms:
+    """Per-example ELBO, E log p(x|z), KL (and IWAE bound) for flat inputs x [batch, D]."""
     return self.estimator(x, self.encoder(x), self.decoder, self.prior,
                           self.config.num_samples, seed)
 
@@ -79,7 +80,7 @@ class VAE(keras.Model):
 
   @property
   def metrics(self):
-    return [self.elbo_tracker, self.reconstruction_tracker, self.kl_tracker]
+    return list(self.term_trackers)
 
   def _parameter_penalty(self):
     squares = [tf.reduce_sum(tf.square(v)) for v in self.trainable_variables]
@@ -90,7 +91,7 @@ class VAE(keras.Model):
     x = tf.cast(x, tf.float32)
     with tf.GradientTape() as tape:
       terms = self.elbo_terms(x, seed)
-      loss = -tf.reduce_mean(terms.elbo)
+      loss = -tf.reduce_mean(estimators.objective(terms))
       if self.config.weight_decay:
         loss += self._parameter_penalty()
       # The optimizer sums gradients over replicas; each contributes its

@@ -8,6 +8,7 @@ learned log-variance for real-valued data (C.2).
 from __future__ import annotations
 
 import keras
+import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
@@ -84,6 +85,10 @@ class DiagonalGaussianMLP(keras.layers.Layer):
     scale = tf.exp(0.5 * self.log_variance(h))
     return tfd.Independent(tfd.Normal(loc, scale), reinterpreted_batch_ndims=1)
 
+  def init_output_bias(self, data_mean: np.ndarray) -> None:
+    """Starts the sigmoid mean at `data_mean` (flat [D], in [0, 1]) for every z."""
+    self.loc.bias.assign(_logits(data_mean))
+
 
 class BernoulliDecoder(keras.layers.Layer):
   """p(x|z) = prod_d Bernoulli(x_d; y_d(z)), parameterised by logits."""
@@ -102,6 +107,16 @@ class BernoulliDecoder(keras.layers.Layer):
     logits = self.logits(self.hidden(z))
     return tfd.Independent(
         tfd.Bernoulli(logits=logits, dtype=tf.float32), reinterpreted_batch_ndims=1)
+
+  def init_output_bias(self, data_mean: np.ndarray) -> None:
+    """Starts the Bernoulli means at `data_mean` (flat [D], in [0, 1]) for every z."""
+    self.logits.bias.assign(_logits(data_mean))
+
+
+def _logits(probabilities: np.ndarray) -> np.ndarray:
+  # Pixels that are always 0 (or 1) would need infinite logits.
+  p = np.clip(probabilities, 1e-3, 1 - 1e-3)
+  return np.log(p / (1 - p)).astype(np.float32)
 
 
 def make_encoder(config: ModelConfig) -> keras.layers.Layer:

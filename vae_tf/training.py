@@ -32,7 +32,7 @@ import numpy as np
 import tensorflow as tf
 
 from vae_tf import config as config_lib
-from vae_tf import distribute
+from vae_tf import distribute, schedules
 from vae_tf.baselines import mcem, wake_sleep
 from vae_tf.data import pipeline
 from vae_tf.model import VAE
@@ -48,18 +48,29 @@ class ConfigMismatchError(ValueError):
   """model_dir holds a run whose settings differ from the requested ones."""
 
 
-def make_optimizer(train: config_lib.TrainConfig) -> keras.optimizers.Optimizer:
+def make_optimizer(train: config_lib.TrainConfig,
+                   total_steps: int | None = None) -> keras.optimizers.Optimizer:
+  """The optimizer of `train`, its schedule spanning `total_steps` SGD updates.
+
+  Without `total_steps` (a model loaded for use, not training) the schedule
+  is built over one step: only its kind matters then, since it decides which
+  variables the optimizer checkpoints.
+  """
+  rate = schedules.make_schedule(train, total_steps or 1)
   if train.optimizer == "adagrad":
-    return keras.optimizers.Adagrad(train.learning_rate)
+    return keras.optimizers.Adagrad(rate)
   if train.optimizer == "adam":
-    return keras.optimizers.Adam(train.learning_rate)
-  return keras.optimizers.SGD(train.learning_rate)
+    return keras.optimizers.Adam(rate, beta_1=train.adam_beta1, beta_2=train.adam_beta2,
+                                 epsilon=train.adam_epsilon)
+  return keras.optimizers.SGD(rate)
 
 
 def build_model(model_config: config_lib.ModelConfig, train: config_lib.TrainConfig,
-                strategy: tf.distribute.Strategy | None = None) -> VAE:
+                strategy: tf.distribute.Strategy | None = None,
+                total_steps: int | None = None) -> VAE:
   """A compiled model trained by `train.method` whose optimizer slots exist, so
   checkpoints restore eagerly; its variables belong to `strategy`.
+  `total_steps` is the length of the learning-rate schedule in SGD updates.
   """
   strategy = strategy or tf.distribute.get_strategy()
   keras.utils.set_random_seed(train.seed)  # the initial weights
@@ -71,7 +82,7 @@ def build_model(model_config: config_lib.ModelConfig, train: config_lib.TrainCon
     else:
       model = VAE(model_config, seed=train.seed)
     # XLA does not compile the collectives that keep replicas in sync.
-    model.compile(optimizer=make_optimizer(train),
+    model.compile(optimizer=make_optimizer(train, total_steps),
                   jit_compile=not distribute.is_distributed(strategy))
     model.optimizer.build(model.trainable_variables)
   return model
@@ -113,7 +124,9 @@ def save_or_check_config(model_dir: Path, model_config: config_lib.ModelConfig,
                          train: config_lib.TrainConfig) -> None:
   """Records the run's settings, or refuses to resume a run with other ones.
 
-  `epochs` may change between invocations: it only says where to stop.
+  `epochs` may change between invocations when the learning rate is
+  constant: it only says where to stop. A schedule spans `epochs`, so then
+  it is part of the run's settings.
   """
   path = model_dir / CONFIG_FILE
   requested = json.loads(config_lib.dumps(model_config, train))
@@ -127,7 +140,8 @@ def save_or_check_config(model_dir: Path, model_config: config_lib.ModelConfig,
   differences = [
       f"{section}.{key}: saved {saved[section].get(key)!r}, requested {value!r}"
       for section in ("model", "train") for key, value in requested[section].items()
-      if key != "epochs" and saved[section].get(key) != value
+      if (key != "epochs" or train.lr_schedule != "constant")
+      and saved[section].get(key) != value
   ]
   if differences:
     raise ConfigMismatchError(
@@ -135,16 +149,37 @@ def save_or_check_config(model_dir: Path, model_config: config_lib.ModelConfig,
         "use another --model_dir to start a new run")
 
 
-def make_checkpoint(model: VAE) -> tf.train.Checkpoint:
-  """Weights, random-seed states, running metrics and optimizer state.
+def make_checkpoint(model: VAE, clock: tf.Variable | None = None) -> tf.train.Checkpoint:
+  """Weights, random-seed states, running metrics, optimizer state and, when
+  training, the training clock (`TrainingClock`).
 
   Keras 3 models do not expose their variables to TF's object graph, so they
   are listed by path.
   """
+  extra = {} if clock is None else {"training_seconds": clock}
   return tf.train.Checkpoint(
       model={v.path: v for v in model.variables},
       metrics={v.path: v for v in model.metrics_variables},
-      optimizer=model.optimizer)
+      optimizer=model.optimizer, **extra)
+
+
+class TrainingClock(keras.callbacks.Callback):
+  """Seconds spent in training steps, summed over the run's invocations.
+
+  Only the compiled calls are counted, from a batch's begin to its end, so
+  validation, curve evaluations and checkpoint writes between them are not;
+  the total is checkpointed, so a resumed run continues its clock.
+  """
+
+  def __init__(self):
+    super().__init__()
+    self.seconds = tf.Variable(0.0, dtype=tf.float64, trainable=False, name="training_seconds")
+
+  def on_train_batch_begin(self, batch, logs=None):
+    self._began = time.perf_counter()
+
+  def on_train_batch_end(self, batch, logs=None):
+    self.seconds.assign_add(time.perf_counter() - self._began)
 
 
 class CheckpointEverySteps(keras.callbacks.Callback):
@@ -201,21 +236,24 @@ class FixedValidationSeed(keras.callbacks.Callback):
 
 
 class ProgressFields(keras.callbacks.Callback):
-  """Adds SGD steps, examples seen and wall-clock time to each epoch's logs.
+  """Adds SGD steps, examples seen, wall-clock time since the process started
+  and the run's training seconds to each epoch's logs.
 
   Placed before the loggers so CSV and TensorBoard record them too.
   """
 
-  def __init__(self, batch_size: int, start_time: float):
+  def __init__(self, batch_size: int, start_time: float, clock: TrainingClock):
     super().__init__()
     self.batch_size = batch_size
     self.start_time = start_time
+    self.clock = clock
 
   def on_epoch_end(self, epoch, logs=None):
     steps = int(self.model.optimizer.iterations.numpy())
     logs["steps"] = steps
     logs["examples_seen"] = steps * self.batch_size
     logs["wall_seconds"] = time.time() - self.start_time
+    logs["training_seconds"] = float(self.clock.seconds.numpy())
 
 
 class RestoreEpochMetrics(keras.callbacks.Callback):
@@ -284,14 +322,16 @@ def train(model_config: config_lib.ModelConfig, train: config_lib.TrainConfig, *
           total_steps: int | None = None, verbose: int | str = "auto",
           start_time: float | None = None,
           callbacks: list[keras.callbacks.Callback] = (),
-          strategy: tf.distribute.Strategy | None = None) -> TrainingResult:
+          strategy: tf.distribute.Strategy | None = None,
+          clock: TrainingClock | None = None) -> TrainingResult:
   """Trains, or resumes training of, the model stored in `model_dir`.
 
   Runs `train.epochs` epochs unless `total_steps` (SGD updates) is given.
   Validates on `validation_images` after every epoch, unless it is None.
   `callbacks` run after the trainer's own (checkpointing, logging).
   Under a distributing `strategy` every worker calls this with the same
-  arguments; `train.batch_size` is then the per-replica batch.
+  arguments; `train.batch_size` is then the per-replica batch. `clock`, if
+  given, is the run's training clock, so callbacks can read it.
   """
   start_time = time.time() if start_time is None else start_time
   strategy = strategy or tf.distribute.get_strategy()
@@ -320,11 +360,15 @@ def train(model_config: config_lib.ModelConfig, train: config_lib.TrainConfig, *
   model_dir = Path(model_dir)
   if chief:
     save_or_check_config(model_dir, model_config, train)
-  model = build_model(model_config, train, strategy)
-  checkpoint = make_checkpoint(model)
+  schedule_steps = train.epochs * blocks_per_epoch * updates_per_call
+  model = build_model(model_config, train, strategy, total_steps=schedule_steps)
+  clock = clock or TrainingClock()
+  checkpoint = make_checkpoint(model, clock.seconds)
   latest = tf.train.latest_checkpoint(model_dir / CHECKPOINT_DIR)
   if latest:
     checkpoint.restore(latest).assert_existing_objects_matched()
+  elif train.decoder_bias_from_data:
+    model.decoder.init_output_bias(pipeline.flatten(train_images).mean(axis=0) / 255.0)
   # Every worker saves (see vae_tf.distribute); only the chief's saves persist.
   checkpoint_dir = (model_dir / CHECKPOINT_DIR if chief
                     else Path(tempfile.mkdtemp(prefix="vae_tf_worker_checkpoints_")))
@@ -345,8 +389,9 @@ def train(model_config: config_lib.ModelConfig, train: config_lib.TrainConfig, *
     ]
   all_callbacks = [
       RestoreEpochMetrics(epoch_metrics),
+      clock,
       FixedValidationSeed(),
-      ProgressFields(global_batch, start_time),
+      ProgressFields(global_batch, start_time, clock),
       *loggers,
       CheckpointEverySteps(manager, train.checkpoint_every_steps,
                            blocks_per_epoch * updates_per_call),
