@@ -53,7 +53,8 @@ flags.DEFINE_list("latent_dims", None, "Choices of latent_dim (overrides the fil
 flags.DEFINE_list("hidden_units", None, "Choices of units per hidden layer.")
 flags.DEFINE_list("hidden_layers", None, "Choices of the number of hidden layers.")
 flags.DEFINE_list("learning_rates", None, "Choices of step size.")
-flags.DEFINE_list("estimators", None, "Choices of SGVB estimator (A, B).")
+flags.DEFINE_list("estimators", None, "Choices of training objective (A, B, iwae).")
+flags.DEFINE_list("sample_counts", None, "Choices of num_samples (L for A and B, k for iwae).")
 flags.DEFINE_list("activations", None, "Choices of hidden activation.")
 
 flags.DEFINE_enum("tuner", "hyperband", ["hyperband", "bayesian", "random"], "Search algorithm.")
@@ -92,6 +93,7 @@ _LIST_FLAGS = {  # flag -> (search-space parameter, type of its values)
     "hidden_layers": ("hidden_layers", int),
     "learning_rates": ("learning_rate", float),
     "estimators": ("estimator", str),
+    "sample_counts": ("num_samples", int),
     "activations": ("activation", str),
 }
 
@@ -171,7 +173,7 @@ def main(argv):
     base_model, base_train = config_lib.preset(FLAGS.preset, FLAGS.dataset, len(train_images))
     base_train = dataclasses.replace(base_train, epochs=FLAGS.max_epochs, seed=FLAGS.seed,
                                      updates_per_call=FLAGS.updates_per_call)
-    hypermodel = tuning.VAEHyperModel(base_model, base_train, space)
+    hypermodel = tuning.VAEHyperModel(base_model, base_train, space, len(train_images))
     project_name = FLAGS.project_name or f"{FLAGS.dataset}_{FLAGS.tuner}"
     tuner = tuning.make_tuner(
         FLAGS.tuner, hypermodel, directory=FLAGS.tuner_dir, project_name=project_name,

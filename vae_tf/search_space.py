@@ -38,6 +38,7 @@ _PARAMETERS = {
     "learning_rate": (float, lambda v: v > 0, "a number > 0"),
     "estimator": (str, lambda v: v in config_lib.ESTIMATORS,
                   f"one of {', '.join(config_lib.ESTIMATORS)}"),
+    "num_samples": (int, lambda v: v >= 1, "an integer >= 1"),
     "activation": (str, lambda v: v in config_lib.ACTIVATIONS,
                    f"one of {', '.join(config_lib.ACTIVATIONS)}"),
 }

@@ -76,8 +76,10 @@ class VAEHyperModel(keras_tuner.HyperModel):
   """
 
   def __init__(self, base_model: config_lib.ModelConfig, base_train: config_lib.TrainConfig,
-               search_space: dict[str, Dimension]):
+               search_space: dict[str, Dimension], num_train_examples: int | None = None):
     super().__init__(name="vae")
+    # A learning-rate schedule spans base_train.epochs of this many examples.
+    self.num_train_examples = num_train_examples
     self.base_model = base_model
     self.base_train = base_train
     self.search_space = search_space
@@ -89,14 +91,21 @@ class VAEHyperModel(keras_tuner.HyperModel):
     units = values.get("hidden_units", self.base_model.hidden_units[0])
     model = dataclasses.replace(
         self.base_model, hidden_units=(units,) * layers,
-        **{k: values[k] for k in ("latent_dim", "estimator", "activation") if k in values})
+        **{k: values[k] for k in ("latent_dim", "estimator", "num_samples", "activation")
+           if k in values})
     train = self.base_train
     if "learning_rate" in values:
       train = dataclasses.replace(train, learning_rate=values["learning_rate"])
     return model, train
 
   def build(self, hp: keras_tuner.HyperParameters) -> VAE:
-    return training.build_model(*self.configs(hp))
+    model_config, train = self.configs(hp)
+    schedule_steps = None
+    if self.num_train_examples:
+      train = training.fit_updates_per_call(train, self.num_train_examples)
+      schedule_steps = train.epochs * train.updates_per_call * pipeline.blocks_per_epoch(
+          self.num_train_examples, train.batch_size, train.updates_per_call)
+    return training.build_model(model_config, train, total_steps=schedule_steps)
 
   def fit(self, hp, model, x, validation_data=None, epochs=1, initial_epoch=0, callbacks=(),
           verbose="auto", **kwargs):

@@ -171,13 +171,17 @@ def test_bad_arguments_fail_with_one_clear_line(env, tmp_path):
   cases = {
       "unknown figure": (["figure9", f"--output_dir={tmp_path / 'a'}"], env,
                          "error: unknown figure 'figure9'; give one or more of figure2, figure3, "
-                         "figure4, figure5, or all"),
+                         "figure4, figure5, iwae_table, or all"),
       "no figure": ([f"--output_dir={tmp_path / 'b'}"], env,
                     "error: no figure given; give one or more of figure2, figure3, figure4, "
-                    "figure5, or all"),
+                    "figure5, iwae_table, or all"),
       "bad budget": (["all", "--budget=huge", f"--output_dir={tmp_path / 'c'}"], env,
                      "FATAL Flags parsing error: flag --budget=huge: value should be one of "
-                     "<tiny|small|paper>"),
+                     "<tiny|small|medium|paper>"),
+      "figures have no medium budget": (["figure2", "--budget=medium",
+                                         f"--output_dir={tmp_path / 'e'}"], env,
+                                        "error: the figures have no budget 'medium' yet (only "
+                                        "tiny, small, paper); it applies to iwae_table"),
       "missing data": (["figure5", "--budget=tiny", f"--output_dir={tmp_path / 'd'}"],
                        no_data_env, "error: cannot prepare mnist: "),
       "other budget": (["figure4", "--budget=tiny", f"--output_dir={other_budget}"], env,
@@ -198,7 +202,7 @@ def test_bad_arguments_fail_with_one_clear_line(env, tmp_path):
     else:
       assert [line for line in lines if line.startswith("error:")] == lines[-1:], case
       assert lines[-1].startswith(expected), (case, lines[-1])
-  for name in "abcd":
+  for name in "abcde":
     assert not (tmp_path / name).exists()
   assert os.listdir(other_budget) == ["reproduce.json"]
 
@@ -208,3 +212,62 @@ def test_help_lists_the_figures(env):
   assert result.returncode == 1  # absl's exit status after help
   for figure in FIGURE_FILES:
     assert figure in result.stdout
+
+
+# --- iwae_table: Burda et al.'s log-likelihoods, obtained against published -----
+
+
+@pytest.fixture(scope="module")
+def tiny_table(env, tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+  output_dir = tmp_path_factory.mktemp("iwae_table") / "tiny"
+  # Two models side by side, each in its own single-threaded process.
+  result = finish(start("pipelines.reproduce", "iwae_table", "--budget=tiny",
+                        "--parallel_runs=2", f"--output_dir={output_dir}", env=env), timeout=400)
+  assert result.returncode == 0, result.stderr[-3000:]
+  return output_dir, result
+
+
+def test_iwae_table_trains_evaluates_and_compares_with_burda(tiny_table):
+  output_dir, result = tiny_table
+  rows = read_csv(output_dir / "iwae_table.csv")
+  assert [(row["model"], row["published"]) for row in rows] == [("vae_k1", "-86.76"),
+                                                               ("iwae_k5", "-85.54")]
+  for row in rows:
+    assert row["steps"] == "150" and row["test_images"] == "100"  # 3 epochs of 1,000 / 20
+    log_likelihood, elbo = float(row["test_log_likelihood"]), float(row["test_elbo"])
+    # The IS estimate of the same draws is above their mean log-weight.
+    assert -300 < elbo < log_likelihood < -150
+    assert float(row["training_seconds"]) > 0
+  report = (output_dir / "iwae_table.md").read_text()
+  assert "obtained vs published" in report
+  assert "- Command: `python -m pipelines.reproduce iwae_table --budget=tiny" in report
+  assert "| VAE k=1 | 3 | 20 |" in report and "| IWAE k=5 | 3 | 20 |" in report
+  curves = read_csv(output_dir / "iwae_curves.csv")
+  for model in ("vae_k1", "iwae_k5"):
+    curve = [row for row in curves if row["model"] == model]
+    assert [row["epoch"] for row in curve] == ["1", "3"]
+    seconds = [float(row["training_seconds"]) for row in curve]
+    assert 0 < seconds[0] < seconds[1]
+  for name in ("iwae_curves_epochs.png", "iwae_curves_seconds.png"):
+    with Image.open(output_dir / name) as image:
+      assert image.size[0] > 300
+  assert "vae_k1: test log p(x)" in result.stdout and "iwae_k5: test log p(x)" in result.stdout
+
+
+def test_iwae_table_rerun_trains_and_evaluates_nothing(tiny_table, env):
+  output_dir, _ = tiny_table
+  finals = {path: path.read_text() for path in output_dir.glob("runs/*/final.json")}
+  checkpoints = checkpoint_states(output_dir)
+  assert len(finals) == 2 and len(checkpoints) == 2
+  result = finish(start("pipelines.reproduce", "iwae_table", "--budget=tiny",
+                        "--parallel_runs=1", f"--output_dir={output_dir}", env=env))
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert "training" not in result.stdout
+  assert {path: path.read_text() for path in output_dir.glob("runs/*/final.json")} == finals
+  assert checkpoint_states(output_dir) == checkpoints
+  other = finish(start("pipelines.reproduce", "iwae_table", "--budget=small",
+                       f"--output_dir={output_dir}", env=env))
+  assert other.returncode == 1
+  assert stderr_lines(other)[-1] == (
+      f"error: {output_dir} holds a table of budget 'tiny' with seed 0, not of this definition "
+      "of budget 'small' with seed 0; use another --output_dir")

@@ -13,22 +13,26 @@ from pathlib import Path
 import pytest
 import tensorflow as tf
 
-from vae_tf import training
+from vae_tf import schedules, training
 from vae_tf.data import sources
 
 from cli_helpers import TIMEOUT_SECONDS, finish, run, start, stderr_lines
 
 # 5000 MNIST images, 10 updates per call: 5 blocks, 50 steps per epoch and
 # 300 in all. Checkpoints every 70 steps fall mid-epoch (70, 140, 210, 280)
-# before the final one at 300.
+# before the final one at 300. Burda's learning-rate schedule over 300 steps
+# changes stage at steps 1, 4, 11, 33 and 100 (`BURDA_STAGE_STARTS`), so the
+# checkpoints at 70 and 280 fall mid-stage.
 SMALL_RUN = ("--preset=modern", "--train_examples=5000", "--hidden_units=64", "--latent_dim=5",
-             "--epochs=6", "--updates_per_call=10", "--checkpoint_every_steps=70")
+             "--epochs=6", "--updates_per_call=10", "--checkpoint_every_steps=70",
+             "--lr_schedule=burda")
+BURDA_STAGE_STARTS = [0, 0, 1, 4, 11, 33, 100]
 TOTAL_STEPS = 300
 STEPS_PER_EPOCH = 50
 
 
 def last_rows_by_epoch(model_dir: Path) -> dict[int, dict[str, float]]:
-  """The last metrics row logged for each epoch, without its wall-clock time.
+  """The last metrics row logged for each epoch, without its timings.
 
   A run resumed from a checkpoint older than its last logged epoch end logs
   that epoch again; the later row is the one that counts.
@@ -36,7 +40,8 @@ def last_rows_by_epoch(model_dir: Path) -> dict[int, dict[str, float]]:
   rows = {}
   with open(model_dir / training.METRICS_FILE) as f:
     for row in csv.DictReader(f):
-      rows[int(row["epoch"])] = {k: float(v) for k, v in row.items() if k != "wall_seconds"}
+      rows[int(row["epoch"])] = {k: float(v) for k, v in row.items()
+                                 if k not in ("wall_seconds", "training_seconds")}
   return rows
 
 
@@ -61,6 +66,14 @@ BAD_FLAGS = {
     "hidden_units": (["--dataset=frey_face", "--hidden_units=64,abc"],
                      "FATAL Flags parsing error: flag --hidden_units=['64', 'abc']: must be "
                      "positive integers separated by commas, e.g. 500,500"),
+    "num_samples": (["--num_samples=0"],
+                    "FATAL Flags parsing error: flag --num_samples=0: 0 is not a positive "
+                    "integer"),
+    "iwae_k": (["--estimator=iwae", "--num_samples=-5"],
+               "FATAL Flags parsing error: flag --num_samples=-5: -5 is not a positive integer"),
+    "lr_schedule": (["--lr_schedule=step"],
+                    "FATAL Flags parsing error: flag --lr_schedule=step: value should be one of "
+                    "<constant|burda|cosine|exponential>"),
     # Rejected by the pipeline, which must see the data first. Frey Face keeps
     # the data loading short.
     "train_examples": (["--dataset=frey_face", "--train_examples=2000"],
@@ -68,6 +81,10 @@ BAD_FLAGS = {
     "too_few_examples": (["--dataset=frey_face", "--train_examples=50"],
                          "error: 50 training examples do not fill 1 minibatch(es) of 100; use "
                          "more examples or a smaller batch_size / updates_per_call"),
+    "lr_final_scale": (["--dataset=frey_face", "--lr_schedule=cosine", "--lr_final_scale=0"],
+                       "error: lr_final_scale must be in (0, 1], got 0.0"),
+    "adam_beta1": (["--dataset=frey_face", "--adam_beta1=1"],
+                   "error: adam_beta1 must be in [0, 1), got 1.0"),
 }
 
 
@@ -189,6 +206,8 @@ def test_killed_run_resumes_to_the_same_result(env, tmp_path, reference):
   assert latest.endswith(f"ckpt-{step}")
   restored = training.load_trained_model(model_dir)  # asserts every variable matched
   assert int(restored.optimizer.iterations.numpy()) == step
+  assert schedules.burda_stage_boundaries(TOTAL_STEPS) == BURDA_STAGE_STARTS
+  assert step not in BURDA_STAGE_STARTS  # mid-stage
 
   resumed = run("pipelines.train", *command, env=env)
   assert resumed.returncode == 0, resumed.stderr[-3000:]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import socket
@@ -37,6 +38,27 @@ def test_hypermodel_maps_hyperparameters_onto_the_preset():
   model = hypermodel.build(hp)
   assert model.config == model_config
   assert float(model.optimizer.learning_rate.numpy()) == pytest.approx(0.1)
+
+
+def test_the_iwae_bound_and_its_k_are_searchable_under_burdas_schedule():
+  model, train = config_lib.preset("iwae_paper", "mnist", 1000)
+  train = dataclasses.replace(train, epochs=66)
+  hypermodel = tuning.VAEHyperModel(
+      model, train, parse_search_space({"estimator": ["B", "iwae"], "num_samples": [1, 5]}),
+      num_train_examples=1000)
+  hp = keras_tuner.HyperParameters()
+  hp.values.update({"estimator": "iwae", "num_samples": 5})
+  built = hypermodel.build(hp)
+  assert (built.config.estimator, built.config.num_samples) == ("iwae", 5)
+  assert "iwae_bound" in [metric.name for metric in built.metrics]
+  # The schedule spans the 66 epochs of 50 minibatches of 20: its first
+  # stage is update 0 alone (3300 / 3280 rounds to 1), its last (a tenth of the
+  # rate) starts at update round(3300 * 1093 / 3280) = 1100.
+  optimizer = built.optimizer
+  optimizer.iterations.assign(3299)
+  assert float(optimizer.learning_rate) == pytest.approx(1e-4)
+  optimizer.iterations.assign(0)
+  assert float(optimizer.learning_rate) == pytest.approx(1e-3)
 
 
 def test_hyperband_refuses_a_space_smaller_than_its_first_round(tmp_path):
