@@ -149,14 +149,15 @@ def save_or_check_config(model_dir: Path, model_config: config_lib.ModelConfig,
         "use another --model_dir to start a new run")
 
 
-def make_checkpoint(model: VAE, clock: tf.Variable | None = None) -> tf.train.Checkpoint:
+def make_checkpoint(model: VAE, clock: TrainingClock | None = None) -> tf.train.Checkpoint:
   """Weights, random-seed states, running metrics, optimizer state and, when
   training, the training clock (`TrainingClock`).
 
   Keras 3 models do not expose their variables to TF's object graph, so they
   are listed by path.
   """
-  extra = {} if clock is None else {"training_seconds": clock}
+  extra = {} if clock is None else {"training_seconds": clock.seconds,
+                                    "training_cpu_seconds": clock.cpu_seconds}
   return tf.train.Checkpoint(
       model={v.path: v for v in model.variables},
       metrics={v.path: v for v in model.metrics_variables},
@@ -164,22 +165,28 @@ def make_checkpoint(model: VAE, clock: tf.Variable | None = None) -> tf.train.Ch
 
 
 class TrainingClock(keras.callbacks.Callback):
-  """Seconds spent in training steps, summed over the run's invocations.
+  """Time spent in training steps, summed over the run's invocations.
 
   Only the compiled calls are counted, from a batch's begin to its end, so
-  validation, curve evaluations and checkpoint writes between them are not;
-  the total is checkpointed, so a resumed run continues its clock.
+  validation, curve evaluations and checkpoint writes between them are not.
+  `seconds` is wall-clock time; `cpu_seconds` is the CPU time of this process
+  (every thread) in the same intervals, which other work on a shared machine
+  does not inflate. Both are checkpointed, so a resumed run continues them.
   """
 
   def __init__(self):
     super().__init__()
     self.seconds = tf.Variable(0.0, dtype=tf.float64, trainable=False, name="training_seconds")
+    self.cpu_seconds = tf.Variable(0.0, dtype=tf.float64, trainable=False,
+                                   name="training_cpu_seconds")
 
   def on_train_batch_begin(self, batch, logs=None):
-    self._began = time.perf_counter()
+    self._began = time.perf_counter(), time.process_time()
 
   def on_train_batch_end(self, batch, logs=None):
-    self.seconds.assign_add(time.perf_counter() - self._began)
+    wall, cpu = self._began
+    self.seconds.assign_add(time.perf_counter() - wall)
+    self.cpu_seconds.assign_add(time.process_time() - cpu)
 
 
 class CheckpointEverySteps(keras.callbacks.Callback):
@@ -254,6 +261,7 @@ class ProgressFields(keras.callbacks.Callback):
     logs["examples_seen"] = steps * self.batch_size
     logs["wall_seconds"] = time.time() - self.start_time
     logs["training_seconds"] = float(self.clock.seconds.numpy())
+    logs["training_cpu_seconds"] = float(self.clock.cpu_seconds.numpy())
 
 
 class RestoreEpochMetrics(keras.callbacks.Callback):
@@ -363,7 +371,7 @@ def train(model_config: config_lib.ModelConfig, train: config_lib.TrainConfig, *
   schedule_steps = train.epochs * blocks_per_epoch * updates_per_call
   model = build_model(model_config, train, strategy, total_steps=schedule_steps)
   clock = clock or TrainingClock()
-  checkpoint = make_checkpoint(model, clock.seconds)
+  checkpoint = make_checkpoint(model, clock)
   latest = tf.train.latest_checkpoint(model_dir / CHECKPOINT_DIR)
   if latest:
     checkpoint.restore(latest).assert_existing_objects_matched()

@@ -41,7 +41,7 @@ def last_rows_by_epoch(model_dir: Path) -> dict[int, dict[str, float]]:
   with open(model_dir / training.METRICS_FILE) as f:
     for row in csv.DictReader(f):
       rows[int(row["epoch"])] = {k: float(v) for k, v in row.items()
-                                 if k not in ("wall_seconds", "training_seconds")}
+                                 if k not in ("wall_seconds", "training_seconds", "training_cpu_seconds")}
   return rows
 
 
