@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed-stamp
 RUN_DIR ?= runs/make_run
 
-.PHONY: run test serve bench reproduce clean
+.PHONY: run test serve bench reproduce clean image base-image test-image
 
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,7 +25,8 @@ serve: $(INSTALLED)
 	test -d $(RUN_DIR)/export/vae || $(PY) -m pipelines.export --model_dir=$(RUN_DIR)
 	$(PY) -m serving.server --model_name=vae --model_base_path=$(RUN_DIR)/export/vae \
 	  --port=8500 --rest_api_port=8501 --enable_batching \
-	  --batching_parameters_file=serving/batching_parameters.pbtxt
+	  --batching_parameters_file=serving/batching_parameters.pbtxt \
+	  --rest_api_max_body_bytes=268435456
 
 # The paper's Figures 2-5 (docs/reproduction.md); about 11 minutes on 2 cores.
 # REPRODUCE_BUDGET=paper runs the paper's training lengths (days).
@@ -45,3 +46,20 @@ bench: $(INSTALLED)
 
 clean:
 	rm -rf runs .pytest_cache
+
+# The container image (docs/container.md): vae-tf:<version> with docker,
+# buildah or podman, whichever works. BASE_IMAGE=<image> for another base (GPU,
+# or the offline one `make base-image` builds); IMAGE=<tag> for another tag.
+image:
+	container/build-image.sh
+
+# An offline base from debootstrap and apt (no registry): vae-tf-base:bookworm.
+# Then: BASE_IMAGE=vae-tf-base:bookworm make image
+base-image:
+	container/build-base-image.sh
+
+# Builds the image, then trains, exports, evaluates and serves inside it as its
+# user, on $(VAE_TF_MANUAL_DIR)'s MNIST files. Downloads TensorFlow into the
+# image, so it is not part of `make test`.
+test-image: $(INSTALLED)
+	VAE_TF_IMAGE_TEST=1 $(PY) -m pytest tests/image -q -p no:cacheprovider

@@ -626,13 +626,25 @@ def test_flag_check_sees_a_missing_flag(defined_flags):
 # --- Dockerfile ------------------------------------------------------------------------
 
 
+ENTRYPOINT_SCRIPT = REPO_ROOT / "container" / "vae-tf"
+
+
 def _entrypoint_script() -> str:
   dockerfile = (REPO_ROOT / "Dockerfile").read_text()
-  match = re.search(r"^COPY [^\n]*<<'EOF' /usr/local/bin/vae-tf\n(.*?)^EOF$", dockerfile,
-                    re.M | re.S)
-  assert match, "the Dockerfile has no vae-tf entrypoint script"
+  assert re.search(r"^COPY container/vae-tf /usr/local/bin/vae-tf$", dockerfile, re.M), \
+      "the Dockerfile does not install container/vae-tf as its entry point"
   assert re.search(r'^ENTRYPOINT \["vae-tf"\]$', dockerfile, re.M)
-  return match.group(1)
+  return ENTRYPOINT_SCRIPT.read_text()
+
+
+def _entrypoint_modules() -> dict[str, str]:
+  """vae-tf COMMAND -> the module the image's entry point runs for it."""
+  script = ENTRYPOINT_SCRIPT.read_text()
+  modules = {}
+  for commands, module in re.findall(r"^\s*([\w|]+)\)\s*module=\"([^\"]+)\"", script, re.M):
+    for command in commands.split("|"):
+      modules[command] = module.replace("$1", command)
+  return modules
 
 
 @pytest.mark.parametrize("command, module", [
@@ -674,3 +686,128 @@ def test_dockerfile_runs_as_a_numeric_non_root_user():
   allowed = {line[1:].rstrip("/") for line in
              (REPO_ROOT / ".dockerignore").read_text().splitlines() if line.startswith("!")}
   assert {"pyproject.toml", "README.md"} | copied <= allowed
+  assert "container/vae-tf" in allowed
+
+
+def test_dockerfile_is_builder_neutral_and_keeps_index_settings_out():
+  """Only what BuildKit and buildah 1.28 both read (docs/container.md), and no
+  pip or CA settings baked in: those come as build secrets."""
+  dockerfile = (REPO_ROOT / "Dockerfile").read_text()
+  instructions = [line for line in dockerfile.splitlines() if not line.startswith("#")]
+  text = "\n".join(instructions)
+  assert "<<" not in text, "heredocs are BuildKit-only"
+  assert not re.search(r"^(COPY|ADD)\s[^\n]*--(chmod|link|parents|exclude)", text, re.M)
+  assert not re.match(r"#\s*syntax=", dockerfile), "a syntax line makes BuildKit pull a frontend"
+  assert set(re.findall(r"--mount=type=(\w+)", text)) <= {"cache", "secret"}
+  assert set(re.findall(r"--mount=type=secret,id=([\w-]+)", text)) == {"pip-ca", "pip-conf"}
+  for setting in ("PIP_CERT", "PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "PIP_CONFIG_FILE",
+                  "PIP_TRUSTED_HOST", "REQUESTS_CA_BUNDLE", "SSL_CERT_FILE"):
+    assert not re.search(rf"^(ENV|ARG)\b[^\n]*\b{setting}\b", text, re.M), setting
+  assert not re.search(r"\.(crt|pem)\b|pip\.conf", " ".join(
+      re.findall(r"^(?:COPY|ADD)\s.*$", text, re.M)))
+  # Secrets are exported only inside the RUN that uses them.
+  assert re.search(r"export PIP_CERT=/run/secrets/pip-ca", text)
+  assert re.search(r"export PIP_CONFIG_FILE=/run/secrets/pip-conf", text)
+  assert os.access(ENTRYPOINT_SCRIPT, os.X_OK)
+
+
+# --- What the manifests ask of the image -------------------------------------------------
+
+
+def _vae_tf_containers(objects: list[dict], variant: str):
+  image = VAE_TF_IMAGES[overlay_of(variant)]
+  for label, _, pod_spec in all_pods(objects):
+    for container in containers_of(pod_spec):
+      if container.get("image") == image:
+        yield label, pod_spec, container
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_vae_tf_containers_run_only_what_the_image_provides(built, variant):
+  """Programs: the image's entry point, its Python, and the base's shell and
+  sleep; modules: those the entry point runs (container/vae-tf)."""
+  provided_programs = {"vae-tf", "python", "python3", "/bin/sh", "sh"}
+  entry_points = _entrypoint_modules()
+  assert set(entry_points) == {"train", "tune", "export", "evaluate", "client", "serve"}
+  containers = list(_vae_tf_containers(built[variant], variant))
+  assert len(containers) == 3
+  for label, _, container in containers:
+    command = container.get("command")
+    assert command, f"{label}: relies on the image's entry point without a command"
+    assert command[0] in provided_programs, (label, command[0])
+    module = python_module(container)
+    if command[0] == "vae-tf":
+      assert container["args"][0] in entry_points, label
+    else:
+      assert module in entry_points.values(), (label, module)
+    for script in command[1:]:
+      for program in re.findall(r"\bexec\s+(\S+)", script):
+        assert program in provided_programs | {"sleep"}, (label, program)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_vae_tf_containers_write_only_to_their_volumes(built, variant):
+  """The root filesystem is read-only, and the image's home is not a volume:
+  every folder a vae-tf program writes (run folders, exports, the search, HOME,
+  TFDS) must be on a writable mount."""
+  checked = 0
+  for label, pod_spec, container in _vae_tf_containers(built[variant], variant):
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True, label
+    env = literal_env(container)
+    for source in container.get("envFrom", []):
+      [config_map] = [obj for obj in find(built[variant], "ConfigMap")
+                      if obj["metadata"]["name"] == source["configMapRef"]["name"]]
+      env = {**config_map["data"], **env}
+    written = {name: expand_kubernetes_vars(value, env)
+               for name, value in flag_values(container).items()
+               if name in ("model_dir", "export_base", "tuner_dir")}
+    written.update({name: env[name] for name in ("HOME", "TFDS_DATA_DIR")})
+    for name, path in written.items():
+      assert path.startswith("/"), (label, name, path)
+      mount = mount_of(container, path)
+      assert not mount.get("readOnly"), (label, name, path)
+      checked += 1
+  assert checked >= 3 * 4
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_ports_agree_with_the_image_and_its_programs(built, variant):
+  """Model servers use the ports the image's own server exposes (EXPOSE), so
+  `vae-tf serve` can stand in for tensorflow/serving; the training and tuning
+  containers open the ports their environment tells the program to use."""
+  exposed = {int(port) for line in re.findall(r"^EXPOSE (.+)$",
+                                              (REPO_ROOT / "Dockerfile").read_text(), re.M)
+             for port in line.split()}
+  for label, _, _, container in model_servers(built[variant]):
+    if label.startswith("InferenceService/"):
+      continue  # KServe's runtime picks its ports.
+    ports = {entry["containerPort"] for entry in container["ports"]}
+    flags = flag_values(container)
+    assert ports == {int(flags["port"]), int(flags["rest_api_port"])} == exposed, label
+  for label, _, container in _vae_tf_containers(built[variant], variant):
+    ports = {entry["containerPort"] for entry in container.get("ports", [])}
+    env = literal_env(container)
+    expected = {int(env[name]) for name in ("WORKER_PORT", "KERASTUNER_ORACLE_PORT")
+                if name in env and "tune-workers" not in label}
+    if label.startswith("TFJob/"):
+      expected = {2222}  # The operator's TF_CONFIG uses the tfjob-port.
+    assert ports == expected, (label, ports, expected)
+
+
+def test_model_layout_is_what_tf_serving_reads(built, tf_serving_protos):
+  """TF Serving loads <base_path>/<integer version>/saved_model.pb; the export
+  writes <export_base>/<model_name>/<version>/ with integer versions, and
+  models.config's base_path is <export_base>/<model_name>."""
+  source = (REPO_ROOT / "vae_tf" / "export.py").read_text()
+  assert 'model_path = Path(export_base) / model_name' in source
+  assert re.search(r"target = model_path / str\(version", source)
+  objects = built["local"]
+  training_pod, trainer = training_container(objects)
+  flags = flag_values(trainer)
+  [(label, _, server_pod, server)] = model_servers(objects)
+  config = text_format.Parse(mounted_config_file(
+      server_pod, server, flag_values(server)["model_config_file"], objects),
+      tf_serving_protos["model_config_file"]())
+  [model] = config.model_config_list.config
+  assert model.base_path == posixpath.join(flags["export_base"], flags["model_name"])
+  assert model.model_version_policy.WhichOneof("policy_choice") == "latest"
