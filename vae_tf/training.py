@@ -451,7 +451,8 @@ def load_trained_model(model_dir: str | os.PathLike) -> VAE:
   latest = tf.train.latest_checkpoint(Path(model_dir) / CHECKPOINT_DIR)
   if latest is None:
     raise FileNotFoundError(f"{model_dir} has no checkpoint yet")
-  make_checkpoint(model).restore(latest).assert_existing_objects_matched()
+  # A throwaway clock, so the checkpoint's clock values have somewhere to go.
+  make_checkpoint(model, TrainingClock()).restore(latest).assert_existing_objects_matched()
   return model
 
 
