@@ -8,6 +8,12 @@ are busy and the next batch is larger: throughput adapts without a fixed
 wait. Inputs are concatenated along axis 0 (padded with copies of the first
 row up to the next of `allowed_batch_sizes`), run once, and the outputs are
 split back.
+
+With `enable_large_batch_splitting` (TF Serving's SharedBatchScheduler and
+batching_session.cc SplitInputTask), `max_batch_size` bounds a request and
+`max_execution_batch_size` (default: max_batch_size) a model call: a request
+first tops up the open batch, the rest goes in pieces of the execution size,
+and its outputs are the pieces' outputs concatenated in order.
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ from typing import Callable
 import grpc
 import numpy as np
 
-from serving import errors
+from serving import errors, splitting
 
 RunFunction = Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
 
@@ -38,6 +44,15 @@ class BatchingOptions:
   num_batch_threads: int = os.cpu_count() or 1
   allowed_batch_sizes: tuple[int, ...] = ()
   pad_variable_length_inputs: bool = False
+  enable_large_batch_splitting: bool = False
+  max_execution_batch_size: int | None = None  # only read with splitting
+
+  @property
+  def execution_batch_size(self) -> int:
+    """The most rows one model call gets."""
+    if self.enable_large_batch_splitting and self.max_execution_batch_size is not None:
+      return self.max_execution_batch_size
+    return self.max_batch_size
 
   def __post_init__(self):
     for name in ("max_batch_size", "max_enqueued_batches", "num_batch_threads"):
@@ -45,11 +60,22 @@ class BatchingOptions:
         raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
     if self.batch_timeout_micros < 0:
       raise ValueError(f"batch_timeout_micros must be >= 0, got {self.batch_timeout_micros}")
+    if self.execution_batch_size < 1:
+      raise ValueError(f"max_execution_batch_size must be >= 1, got {self.execution_batch_size}")
+    if self.execution_batch_size > self.max_batch_size:
+      raise ValueError("When enable_large_batch_splitting is true, input_batch_size_limit (the "
+                       "max_batch_size) must be greater than or equal to "
+                       "max_execution_batch_size.")
     sizes = list(self.allowed_batch_sizes)
     if sizes:
       if sizes != sorted(set(sizes)) or sizes[0] < 1:
         raise ValueError(f"allowed_batch_sizes must be increasing positive integers, got {sizes}")
-      if sizes[-1] != self.max_batch_size:
+      if self.enable_large_batch_splitting:
+        if sizes[-1] != self.execution_batch_size:
+          raise ValueError(
+              f"Last entry in allowed_batch_sizes must be equal to max_execution_batch_size; "
+              f"last entry was {sizes[-1]}; expected {self.execution_batch_size}")
+      elif sizes[-1] != self.max_batch_size:
         raise ValueError(
             f"Last entry in allowed_batch_sizes must match max_batch_size; last entry was "
             f"{sizes[-1]}; expected {self.max_batch_size}")
@@ -66,6 +92,10 @@ class BatchingOptions:
         values[name] = getattr(parameters, name).value
     values["allowed_batch_sizes"] = tuple(parameters.allowed_batch_sizes)
     values["pad_variable_length_inputs"] = parameters.pad_variable_length_inputs
+    if parameters.HasField("enable_large_batch_splitting"):
+      values["enable_large_batch_splitting"] = parameters.enable_large_batch_splitting.value
+    if parameters.HasField("max_execution_batch_size"):
+      values["max_execution_batch_size"] = parameters.max_execution_batch_size.value
     return cls(**values)
 
   def padded_size(self, size: int) -> int:
@@ -142,23 +172,35 @@ class BatchScheduler:
       raise errors.invalid_argument(
           f"Task size {size} is larger than maximum input batch size "
           f"{self.options.max_batch_size}")
-    task = _Task(inputs, size, futures.Future(), time.monotonic())
     with self._condition:
       if self._stopping:
         raise errors.unavailable("The server is shutting down")
       queue = self._queues.get(key)
-      if queue is None:
-        queue = self._queues[key] = _Queue(run)
-      batches = queue.batches
-      if not batches or batches[-1].size + size > self.options.max_batch_size:
-        if len(batches) >= self.options.max_enqueued_batches:
+      batches = queue.batches if queue is not None else collections.deque()
+      if self.options.enable_large_batch_splitting:
+        pieces = splitting.piece_sizes(self.options, len(batches),
+                                       batches[-1].size if batches else 0, size)
+      else:
+        if (not batches or batches[-1].size + size > self.options.max_batch_size) and \
+            len(batches) >= self.options.max_enqueued_batches:
           raise errors.unavailable(
               "The batch scheduling queue to which this task was submitted is full")
-        batches.append(_Batch(key))
-      batches[-1].tasks.append(task)
-      batches[-1].size += size
+        pieces = [size]
+      if queue is None:
+        queue = self._queues[key] = _Queue(run)
+      now, start, tasks = time.monotonic(), 0, []
+      for piece in pieces:
+        task = _Task({name: value[start:start + piece] for name, value in inputs.items()}
+                     if len(pieces) > 1 else inputs, piece, futures.Future(), now)
+        start += piece
+        tasks.append(task)
+        if not queue.batches or \
+            queue.batches[-1].size + piece > self.options.execution_batch_size:
+          queue.batches.append(_Batch(key))
+        queue.batches[-1].tasks.append(task)
+        queue.batches[-1].size += piece
       self._condition.notify()
-    return task.future
+    return tasks[0].future if len(tasks) == 1 else splitting.joined([t.future for t in tasks])
 
   def _ready_batch(self, now: float) -> tuple[_Queue, _Batch] | float | None:
     """A batch to run now, else seconds until one times out (None: no batches)."""
@@ -169,7 +211,7 @@ class BatchScheduler:
       if not queue.batches:
         continue
       first = queue.batches[0]
-      full = len(queue.batches) > 1 or first.size >= self.options.max_batch_size
+      full = len(queue.batches) > 1 or first.size >= self.options.execution_batch_size
       due = first.tasks[0].enqueued_at + timeout
       if full or due <= now:
         if oldest is None or first.tasks[0].enqueued_at < oldest[1].tasks[0].enqueued_at:
@@ -261,3 +303,4 @@ class BatchScheduler:
       self._condition.notify_all()
     for thread in self._threads:
       thread.join()
+

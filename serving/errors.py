@@ -26,6 +26,19 @@ _HTTP_STATUS = {
     grpc.StatusCode.UNAUTHENTICATED: 401,
 }
 
+# TF Serving cuts gRPC error messages to this length (ToGRPCStatus, grpc_status_util.cc).
+# REST errors are cut the same way here: a message may quote the request (a
+# signature name, a key, a value), and a request may be tens of megabytes.
+MAX_MESSAGE = 1024
+
+
+def bounded(message: str) -> str:
+  """`message`, cut as TF Serving's ToGRPCStatus cuts it."""
+  if len(message) > MAX_MESSAGE:
+    return message[:MAX_MESSAGE] + "...TRUNCATED"
+  return message
+
+
 # TensorFlow error classes by the canonical code they carry.
 _TF_CODES = {code.value[0]: code for code in grpc.StatusCode}
 

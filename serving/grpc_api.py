@@ -15,15 +15,8 @@ from serving import errors
 from serving import service as service_lib
 from serving.service import ModelService
 
-# TF Serving truncates gRPC error messages (ToGRPCStatus).
-_MAX_MESSAGE = 1024
-
-
 async def _abort(context: grpc.aio.ServicerContext, error: errors.ServingError):
-  message = error.message
-  if len(message) > _MAX_MESSAGE:
-    message = message[:_MAX_MESSAGE] + "...TRUNCATED"
-  await context.abort(error.code, message)
+  await context.abort(error.code, errors.bounded(error.message))
 
 
 def _spec_of(request) -> tuple[str, int | None, str | None]:

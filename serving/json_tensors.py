@@ -21,27 +21,20 @@ import json
 import numpy as np
 import tensorflow as tf
 
-from serving import errors
+from serving import errors, json_document
 from serving.servable import TensorInfo, dtype_name
 
 _NUMERIC_KINDS = {"f": "float", "i": "int", "u": "int"}
 
 
-def _describe(value) -> str:
-  return json.dumps(value, indent=4)
+# NumPy's limit on dimensions (TF's is 254); deeper lists cannot be a tensor here.
+MAX_RANK = 64
+# Echoes of the request in errors are bounded, as TF Serving's JsonValueToDebugString.
+_describe = json_document.debug_string
 
 
 def parse(body: bytes) -> dict:
-  if not body.strip():
-    raise errors.invalid_argument("JSON Parse error: The document is empty")
-  try:
-    document = json.loads(body)
-  except (ValueError, UnicodeDecodeError) as error:
-    offset = getattr(error, "pos", 0)
-    message = getattr(error, "msg", str(error))
-    raise errors.invalid_argument(f"JSON Parse error: {message} at offset: {offset}") from None
-  if not isinstance(document, dict):
-    raise errors.invalid_argument(f"JSON Value: {_describe(document)} Is not object")
+  document = json_document.parse(body)
   signature_name = document.get("signature_name", "")
   if not isinstance(signature_name, str):
     raise errors.invalid_argument(
@@ -67,7 +60,7 @@ def _json_type(value) -> str:
 
 
 def _type_error(value, dtype: tf.DType) -> errors.ServingError:
-  return errors.invalid_argument(f"JSON Value: {json.dumps(value)} Type: {_json_type(value)} is "
+  return errors.invalid_argument(f"JSON Value: {_describe(value)} Type: {_json_type(value)} is "
                                  f"not of expected type: {dtype_name(dtype)}")
 
 
@@ -75,11 +68,14 @@ def _scalar(value, dtype: tf.DType):
   """One JSON scalar as a value of `dtype`, with TF Serving's checks."""
   if dtype == tf.string:
     if isinstance(value, str):
-      return value.encode()
+      try:  # bytes that were not UTF-8 come back as they were sent
+        return value.encode("utf-8", "surrogateescape")
+      except UnicodeEncodeError:  # a lone surrogate escape ("\ud800"): rapidjson's bytes
+        return value.encode("utf-8", "surrogatepass")
     if isinstance(value, dict):
       if set(value) != {"b64"} or not isinstance(value["b64"], str):
         raise errors.invalid_argument(
-            f"JSON Value: {json.dumps(value)} not formatted correctly for base64 data")
+            f"JSON Value: {_describe(value)} not formatted correctly for base64 data")
       try:
         return base64.b64decode(value["b64"], validate=True)
       except (binascii.Error, ValueError):
@@ -103,7 +99,8 @@ def _scalar(value, dtype: tf.DType):
     if not isinstance(value, int) or not dtype.min <= value <= dtype.max:
       raise _type_error(value, dtype)
     return value
-  raise errors.unimplemented(f"Conversion of JSON Value: {json.dumps(value)} to type: {dtype_name(dtype)}")
+  raise errors.unimplemented(f"Conversion of JSON Value: {_describe(value)} to type: "
+                            f"{dtype_name(dtype)}")
 
 
 def _shape_of(value) -> list[int]:
@@ -119,6 +116,9 @@ def _shape_of(value) -> list[int]:
 def _strict_tensor(value, dtype: tf.DType) -> np.ndarray:
   """Element-by-element conversion, for values the fast path refused."""
   shape = _shape_of(value)
+  if len(shape) > MAX_RANK:
+    raise errors.invalid_argument(
+        f"Shape of rank {len(shape)} has too many dimensions (at most {MAX_RANK})")
   flat = []
 
   def walk(item, level):
@@ -135,7 +135,7 @@ def _strict_tensor(value, dtype: tf.DType) -> np.ndarray:
       return
     if level != len(shape):
       raise errors.invalid_argument(
-          f"JSON Value: {json.dumps(item)} found at incorrect level: {level + 1} in the JSON DOM. "
+          f"JSON Value: {_describe(item)} found at incorrect level: {level + 1} in the JSON DOM. "
           f"Expected at level: {len(shape)}")
     flat.append(_scalar(item, dtype))
 
@@ -226,6 +226,11 @@ def _from_instances(document: dict, inputs: dict[str, TensorInfo],
     if not isinstance(item, dict) or _is_b64(item):
       raise errors.invalid_argument(
           f"Expecting object but got list at item {index} of input list")
+    if isinstance(item, json_document.DuplicateKeys):
+      # TF Serving would add the tensor twice and shift every later row.
+      raise errors.invalid_argument(
+          f"Failed to process element: {index} of 'instances' list. JSON object repeats "
+          f"key: {item.duplicates[0]}")
     for key, value in item.items():
       if key not in inputs:
         raise errors.invalid_argument(
@@ -334,4 +339,4 @@ def response(outputs: dict[str, np.ndarray], row_format: bool) -> bytes:
 
 
 def error_body(message: str) -> bytes:
-  return ('{ "error": ' + json.dumps(message) + " }").encode()
+  return ('{ "error": ' + json.dumps(errors.bounded(message)) + " }").encode()

@@ -42,6 +42,9 @@ _BATCHING = _file(
         ("thread_pool_name", 5, _Field.TYPE_MESSAGE, ".google.protobuf.StringValue", False),
         ("allowed_batch_sizes", 6, _Field.TYPE_INT64, None, True),
         ("pad_variable_length_inputs", 7, _Field.TYPE_BOOL, None, False),
+        ("enable_large_batch_splitting", 8, _Field.TYPE_MESSAGE, ".google.protobuf.BoolValue",
+         False),
+        ("max_execution_batch_size", 9, *_INT64_VALUE),
     ]},
     dependencies=["google/protobuf/wrappers.proto"])
 

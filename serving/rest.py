@@ -12,10 +12,12 @@ server.
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 import urllib.parse
 
+import grpc
 from aiohttp import web
 from google.protobuf import json_format
 from tensorflow_serving.apis import model_pb2
@@ -32,6 +34,7 @@ _API = re.compile(r"/v1/.*", re.IGNORECASE | re.DOTALL)
 _NOT_FOUND_PAGE = ("<HTML><HEAD>\n<TITLE>404 Not Found</TITLE>\n</HEAD><BODY>\n<H1>Not Found</H1>\n"
                    "</BODY></HTML>\n")
 _INT64_MAX = 2**63 - 1
+logger = logging.getLogger(__name__)
 
 
 def _json_response(body: bytes | str, status: int = 200) -> web.Response:
@@ -80,6 +83,10 @@ class RestApi:
       return await self._dispatch_api(request, raw_path)
     except errors.ServingError as error:
       return _error_response(error)
+    except Exception as error:  # a bug must still answer in TF Serving's error format
+      logger.exception("Error handling %s %s", request.method, raw_path)
+      return _error_response(errors.ServingError(grpc.StatusCode.INTERNAL,
+                                                 f"{type(error).__name__}: {error}"))
 
   async def _dispatch_api(self, request: web.Request, raw_path: str) -> web.Response:
     malformed = errors.invalid_argument(f"Malformed request: {request.method} {raw_path}")
@@ -120,14 +127,20 @@ class RestApi:
   async def _predict(self, request: web.Request, name: str, version: int | None,
                      label: str | None) -> web.Response:
     started = time.monotonic()
+    # TF Serving sets no limit; an explicit one keeps a huge body from
+    # exhausting memory, and says so in the usual error format. A declared
+    # length over it is refused before a byte is read, and the connection
+    # closed, so a client cannot hold it open by promising a terabyte.
+    too_large = _json_response(json_tensors.error_body(
+        f"Request body exceeds the limit of {self.max_body_bytes} bytes "
+        "(--rest_api_max_body_bytes)"), 413)
+    if (request.content_length or 0) > self.max_body_bytes:
+      too_large.force_close()
+      return too_large
     try:
       body = await request.read()
     except web.HTTPRequestEntityTooLarge:
-      # TF Serving sets no limit; an explicit one keeps a huge body from
-      # exhausting memory, and says so in the usual error format.
-      return _json_response(json_tensors.error_body(
-          f"Request body exceeds the limit of {self.max_body_bytes} bytes "
-          "(--rest_api_max_body_bytes)"), 413)
+      return too_large
     try:
       document = json_tensors.parse(body)
       with self.service.manager.servable(name, version, label) as servable:

@@ -101,6 +101,22 @@ async def serve(service, host: str, port: int, rest_port: int, metrics_path: str
     await runner.cleanup()
 
 
+def _raise_open_file_limit() -> None:
+  """Lifts the soft limit on open files to the hard one: each HTTP connection
+  holds a descriptor, and at the usual soft limit of 1,024 a few hundred idle
+  clients would leave no room to accept the next request (EMFILE)."""
+  try:
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY:
+      hard = max(soft, 1 << 16)
+    if soft != resource.RLIM_INFINITY and soft < hard:
+      resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+  except (ImportError, ValueError, OSError):  # not on this platform, or not allowed
+    pass
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
@@ -127,6 +143,7 @@ def main(argv):
   except (OSError, ValueError) as error:
     sys.exit(f"error: {error}")
 
+  _raise_open_file_limit()
   metrics = ServerMetrics()
   manager = ModelManager(models, on_load=lambda name, version, status, seconds:
                          metrics.record_load(name, status, seconds))
