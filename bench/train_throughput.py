@@ -20,7 +20,6 @@ With --burda_models it also times Burda et al.'s 784-200-200-50 tanh model
 
 from __future__ import annotations
 
-import dataclasses
 import resource
 import tempfile
 import time
@@ -35,6 +34,9 @@ flags.DEFINE_integer("updates_per_call", 50, "SGD updates per compiled call on t
                      lower_bound=1)
 flags.DEFINE_enum("binarization", "none", ["none", "dynamic"], "Pixels as grey levels (as the "
                   "reference loops) or dynamically binarized.")
+flags.DEFINE_integer("threads", 0, "TensorFlow intra- and inter-op threads (0: TensorFlow's "
+                     "default, one per core). 1 shows what each of two side-by-side runs gets "
+                     "(pipelines.reproduce iwae_table --parallel_runs=2).", lower_bound=0)
 flags.DEFINE_string("manual_dir", None, "Raw data folder for offline preparation.")
 
 
@@ -186,8 +188,12 @@ def _burda_rates(train_images, epochs: int) -> dict[int, float]:
 
 def main(argv):
   del argv
+  import tensorflow as tf
   from vae_tf.data import pipeline, sources
 
+  if FLAGS.threads:
+    tf.config.threading.set_intra_op_parallelism_threads(FLAGS.threads)
+    tf.config.threading.set_inter_op_parallelism_threads(FLAGS.threads)
   images = sources.load_images("mnist", "train", manual_dir=FLAGS.manual_dir)
   train_images, validation_images = pipeline.split_validation(
       images, sources.NUM_VALIDATION["mnist"])
@@ -202,7 +208,7 @@ def main(argv):
   fused, plain = results["fused"], results["plain"]
   rate = reference["examples_per_second"]
   print(f"MNIST, MLP 784-400-20 ReLU, Adam, M=100, {FLAGS.binarization} binarization, "
-        f"{FLAGS.epochs} epochs per loop")
+        f"{FLAGS.epochs} epochs per loop, {FLAGS.threads or 'default'} TensorFlow threads")
   print(f"{'loop':<52}{'examples/s':>12}{'vs keras-io':>13}{'val ELBO':>10}")
   rows = [
       (f"fused: model.fit, {FLAGS.updates_per_call} updates/call (ours)",

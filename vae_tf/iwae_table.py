@@ -8,18 +8,19 @@ training images, along a budget's epochs, in its own resumable run folder
 `<output_dir>/runs/<model>/`:
   - curve.csv: test log p(x) (IS, a few hundred samples, a fixed subset of
     test images) and the ELBO of the same draws at log-spaced epochs, with
-    the run's training seconds (`training.TrainingClock`);
+    the run's training seconds (`callbacks_lib.TrainingClock`);
   - final.json: test log p(x) with `final_samples` draws and the ELBO.
 A rerun of a finished budget trains and evaluates nothing. Models train in
 parallel processes of one thread each when asked: on 2 cores, two
 single-threaded runs do more examples per second in total than one run on
-both cores (measured: README, "Log-likelihood table").
+both cores (measured: docs/likelihood.md).
 """
 
 from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
+import functools
 import json
 import multiprocessing
 import os
@@ -30,6 +31,7 @@ from typing import Callable
 
 import numpy as np
 
+from vae_tf import callbacks as callbacks_lib
 from vae_tf import charts, config as config_lib, evaluation, iwae_report, training
 from vae_tf.data import pipeline, sources
 from vae_tf.reproduction import CurveRecorder, read_rows
@@ -168,7 +170,7 @@ def run_model(budget: Budget, spec: ModelSpec, output_dir: str | os.PathLike, se
       return final
 
   curve_x = pipeline.evaluation_array(data.test[:budget.curve_images], "dynamic")
-  clock = training.TrainingClock()
+  clock = callbacks_lib.TrainingClock()
 
   def evaluate(model) -> dict:
     steps = int(model.optimizer.iterations.numpy())
@@ -176,8 +178,8 @@ def run_model(budget: Budget, spec: ModelSpec, output_dir: str | os.PathLike, se
            "training_seconds": round(float(clock.seconds.numpy()), 2),
            "training_cpu_seconds": round(float(clock.cpu_seconds.numpy()), 2),
            **_scores(model, curve_x, budget.curve_samples)}
-    log(f"{spec.name}: epoch {row['epoch']}/{spec.epochs}, training {row['training_seconds']:.0f} s "
-        f"({row['training_cpu_seconds']:.0f} CPU s), test log p(x) "
+    log(f"{spec.name}: epoch {row['epoch']}/{spec.epochs}, training "
+        f"{row['training_seconds']:.0f} s ({row['training_cpu_seconds']:.0f} CPU s), test log p(x) "
         f"{row['test_log_likelihood']:.2f} nats "
         f"(k={budget.curve_samples}, {len(curve_x)} images)")
     return row
@@ -245,16 +247,16 @@ def run_table(budget: Budget, output_dir: str | os.PathLike, *, seed: int = 0,
   output_dir = Path(output_dir)
   load_data(budget, data_dir, manual_dir)  # prepares the data once, before any worker
   check_budget(budget, output_dir, seed)
-  args = dict(output_dir=output_dir, seed=seed, data_dir=data_dir, manual_dir=manual_dir, log=log)
+  run = functools.partial(run_model, budget, output_dir=output_dir, seed=seed,
+                          data_dir=data_dir, manual_dir=manual_dir, log=log)
   started = time.time()
   if parallel_runs > 1:
     with concurrent.futures.ProcessPoolExecutor(
         max_workers=min(parallel_runs, len(budget.models)),
         mp_context=multiprocessing.get_context("spawn"), initializer=_single_threaded) as pool:
-      finals = list(pool.map(run_model, [budget] * len(budget.models), budget.models,
-                             *[[value] * len(budget.models) for value in args.values()]))
+      finals = list(pool.map(run, budget.models))
   else:
-    finals = [run_model(budget, spec, **args) for spec in budget.models]
+    finals = [run(spec) for spec in budget.models]
   curves = {spec.name: sorted(read_rows(output_dir / RUNS_DIR / spec.name / CURVE_FILE),
                               key=lambda row: row["steps"])
             for spec in budget.models}

@@ -32,6 +32,7 @@ import numpy as np
 import tensorflow as tf
 
 from vae_tf import config as config_lib
+from vae_tf import callbacks as callbacks_lib
 from vae_tf import distribute, schedules
 from vae_tf.baselines import mcem, wake_sleep
 from vae_tf.data import pipeline
@@ -149,7 +150,8 @@ def save_or_check_config(model_dir: Path, model_config: config_lib.ModelConfig,
         "use another --model_dir to start a new run")
 
 
-def make_checkpoint(model: VAE, clock: TrainingClock | None = None) -> tf.train.Checkpoint:
+def make_checkpoint(model: VAE, clock: callbacks_lib.TrainingClock | None = None
+                    ) -> tf.train.Checkpoint:
   """Weights, random-seed states, running metrics, optimizer state and, when
   training, the training clock (`TrainingClock`).
 
@@ -162,124 +164,6 @@ def make_checkpoint(model: VAE, clock: TrainingClock | None = None) -> tf.train.
       model={v.path: v for v in model.variables},
       metrics={v.path: v for v in model.metrics_variables},
       optimizer=model.optimizer, **extra)
-
-
-class TrainingClock(keras.callbacks.Callback):
-  """Time spent in training steps, summed over the run's invocations.
-
-  Only the compiled calls are counted, from a batch's begin to its end, so
-  validation, curve evaluations and checkpoint writes between them are not.
-  `seconds` is wall-clock time; `cpu_seconds` is the CPU time of this process
-  (every thread) in the same intervals, which other work on a shared machine
-  does not inflate. Both are checkpointed, so a resumed run continues them.
-  """
-
-  def __init__(self):
-    super().__init__()
-    self.seconds = tf.Variable(0.0, dtype=tf.float64, trainable=False, name="training_seconds")
-    self.cpu_seconds = tf.Variable(0.0, dtype=tf.float64, trainable=False,
-                                   name="training_cpu_seconds")
-
-  def on_train_batch_begin(self, batch, logs=None):
-    self._began = time.perf_counter(), time.process_time()
-
-  def on_train_batch_end(self, batch, logs=None):
-    wall, cpu = self._began
-    self.seconds.assign_add(time.perf_counter() - wall)
-    self.cpu_seconds.assign_add(time.process_time() - cpu)
-
-
-class CheckpointEverySteps(keras.callbacks.Callback):
-  """Checkpoints every `every_steps` SGD updates and after the last one.
-
-  Mid-epoch saves happen at a train-batch end, before `fit` validates, so the
-  checkpoint holds the epoch's running training metrics. A save due at an
-  epoch's end waits for `on_epoch_end`, after validation and the metrics.csv
-  row (this callback runs after the loggers), so a resumed run lacks no row.
-  """
-
-  def __init__(self, manager: tf.train.CheckpointManager, every_steps: int,
-               steps_per_epoch: int):
-    super().__init__()
-    self.manager = manager
-    self.every_steps = every_steps
-    self.steps_per_epoch = steps_per_epoch
-
-  def _steps(self) -> int:
-    return int(self.model.optimizer.iterations.numpy())
-
-  def _due(self, last_of_fit: bool) -> bool:
-    return last_of_fit or self._steps() // self.every_steps > self._last_saved // self.every_steps
-
-  def _save(self) -> None:
-    self._last_saved = self._steps()
-    self.manager.save(checkpoint_number=self._last_saved)
-
-  def on_train_begin(self, logs=None):
-    self._last_saved = self._steps()
-
-  def on_epoch_begin(self, epoch, logs=None):
-    self._last_epoch = epoch + 1 == self.params["epochs"]
-
-  def on_train_batch_end(self, batch, logs=None):
-    last_of_fit = self._last_epoch and batch + 1 == self.params["steps"]
-    if self._steps() % self.steps_per_epoch and self._due(last_of_fit):
-      self._save()
-
-  def on_epoch_end(self, epoch, logs=None):
-    if self._steps() % self.steps_per_epoch == 0 and self._due(self._last_epoch):
-      self._save()
-
-
-class FixedValidationSeed(keras.callbacks.Callback):
-  """Validates every epoch with the same z draws.
-
-  Validation numbers are then a function of the weights alone: comparable
-  across epochs and identical whether or not the run was resumed.
-  """
-
-  def on_test_begin(self, logs=None):
-    self.model.reset_eval_seed()
-
-
-class ProgressFields(keras.callbacks.Callback):
-  """Adds SGD steps, examples seen, wall-clock time since the process started
-  and the run's training seconds to each epoch's logs.
-
-  Placed before the loggers so CSV and TensorBoard record them too.
-  """
-
-  def __init__(self, batch_size: int, start_time: float, clock: TrainingClock):
-    super().__init__()
-    self.batch_size = batch_size
-    self.start_time = start_time
-    self.clock = clock
-
-  def on_epoch_end(self, epoch, logs=None):
-    steps = int(self.model.optimizer.iterations.numpy())
-    logs["steps"] = steps
-    logs["examples_seen"] = steps * self.batch_size
-    logs["wall_seconds"] = time.time() - self.start_time
-    logs["training_seconds"] = float(self.clock.seconds.numpy())
-    logs["training_cpu_seconds"] = float(self.clock.cpu_seconds.numpy())
-
-
-class RestoreEpochMetrics(keras.callbacks.Callback):
-  """Puts back the running metrics of an epoch that a checkpoint interrupted.
-
-  `fit` resets metrics at every epoch start; this runs right after that reset
-  on the resumed epoch only, so its logged averages cover the whole epoch.
-  """
-
-  def __init__(self, values: list[np.ndarray]):
-    super().__init__()
-    self.values = values
-
-  def on_epoch_begin(self, epoch, logs=None):
-    if self.values is not None:
-      for variable, value in zip(self.model.metrics_variables, self.values):
-        variable.assign(value)
-      self.values = None
 
 
 def truncate_metrics(path: Path, steps: int) -> None:
@@ -331,7 +215,7 @@ def train(model_config: config_lib.ModelConfig, train: config_lib.TrainConfig, *
           start_time: float | None = None,
           callbacks: list[keras.callbacks.Callback] = (),
           strategy: tf.distribute.Strategy | None = None,
-          clock: TrainingClock | None = None) -> TrainingResult:
+          clock: callbacks_lib.TrainingClock | None = None) -> TrainingResult:
   """Trains, or resumes training of, the model stored in `model_dir`.
 
   Runs `train.epochs` epochs unless `total_steps` (SGD updates) is given.
@@ -370,7 +254,7 @@ def train(model_config: config_lib.ModelConfig, train: config_lib.TrainConfig, *
     save_or_check_config(model_dir, model_config, train)
   schedule_steps = train.epochs * blocks_per_epoch * updates_per_call
   model = build_model(model_config, train, strategy, total_steps=schedule_steps)
-  clock = clock or TrainingClock()
+  clock = clock or callbacks_lib.TrainingClock()
   checkpoint = make_checkpoint(model, clock)
   latest = tf.train.latest_checkpoint(model_dir / CHECKPOINT_DIR)
   if latest:
@@ -396,12 +280,12 @@ def train(model_config: config_lib.ModelConfig, train: config_lib.TrainConfig, *
         keras.callbacks.TensorBoard(str(model_dir / TENSORBOARD_DIR), write_graph=False),
     ]
   all_callbacks = [
-      RestoreEpochMetrics(epoch_metrics),
+      callbacks_lib.RestoreEpochMetrics(epoch_metrics),
       clock,
-      FixedValidationSeed(),
-      ProgressFields(global_batch, start_time, clock),
+      callbacks_lib.FixedValidationSeed(),
+      callbacks_lib.ProgressFields(global_batch, start_time, clock),
       *loggers,
-      CheckpointEverySteps(manager, train.checkpoint_every_steps,
+      callbacks_lib.CheckpointEverySteps(manager, train.checkpoint_every_steps,
                            blocks_per_epoch * updates_per_call),
       *callbacks,
   ]
@@ -452,7 +336,8 @@ def load_trained_model(model_dir: str | os.PathLike) -> VAE:
   if latest is None:
     raise FileNotFoundError(f"{model_dir} has no checkpoint yet")
   # A throwaway clock, so the checkpoint's clock values have somewhere to go.
-  make_checkpoint(model, TrainingClock()).restore(latest).assert_existing_objects_matched()
+  checkpoint = make_checkpoint(model, callbacks_lib.TrainingClock())
+  checkpoint.restore(latest).assert_existing_objects_matched()
   return model
 
 

@@ -27,6 +27,7 @@ import keras
 import keras_tuner
 import numpy as np
 
+from vae_tf import callbacks as callbacks_lib
 from vae_tf import config as config_lib
 from vae_tf import training
 from vae_tf.data import pipeline
@@ -119,7 +120,8 @@ class VAEHyperModel(keras_tuner.HyperModel):
                                              batch_size=1000)
     history = model.fit(stream, epochs=epochs, initial_epoch=initial_epoch,
                         steps_per_epoch=blocks, validation_data=validation, shuffle=False,
-                        callbacks=[training.FixedValidationSeed(), *callbacks], verbose=verbose)
+                        callbacks=[callbacks_lib.FixedValidationSeed(), *callbacks],
+                        verbose=verbose)
     if not np.all(np.isfinite(history.history.get("val_elbo", [np.nan]))):
       # Deterministic, so a retry would diverge again.
       raise keras_tuner.errors.FailedTrialError(

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import tensorflow as tf
 
-from vae_tf import schedules, training
+from vae_tf import callbacks, schedules, training
 from vae_tf.data import sources
 
 from cli_helpers import TIMEOUT_SECONDS, finish, run, start, stderr_lines
@@ -42,7 +42,7 @@ def last_rows_by_epoch(model_dir: Path) -> dict[int, dict[str, float]]:
   with open(model_dir / training.METRICS_FILE) as f:
     for row in csv.DictReader(f):
       rows[int(row["epoch"])] = {k: float(v) for k, v in row.items()
-                                 if k not in ("wall_seconds", "training_seconds", "training_cpu_seconds")}
+                                 if k not in callbacks.TIMING_FIELDS}
   return rows
 
 
