@@ -29,6 +29,7 @@ from absl import app, flags
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("epochs", 6, "Epochs per loop (the first is excluded from the rate).",
                      lower_bound=2)
+flags.DEFINE_bool("anchor", True, "Time the anchor model's three loops.")
 flags.DEFINE_bool("burda_models", True, "Also time 784-200-200-50 tanh with k=1 and k=5.")
 flags.DEFINE_integer("updates_per_call", 50, "SGD updates per compiled call on the fused path.",
                      lower_bound=1)
@@ -197,14 +198,23 @@ def main(argv):
   images = sources.load_images("mnist", "train", manual_dir=FLAGS.manual_dir)
   train_images, validation_images = pipeline.split_validation(
       images, sources.NUM_VALIDATION["mnist"])
+  if FLAGS.anchor:
+    _print_anchor(train_images, validation_images)
+  for k, examples_per_second in (_burda_rates(train_images, FLAGS.epochs)
+                                 if FLAGS.burda_models else {}).items():
+    print(f"{'784-200-200-50 tanh, M=100, k=' + str(k) + (' (VAE)' if k == 1 else ' (IWAE)'):<52}"
+          f"{examples_per_second:>12,.0f}  ({FLAGS.threads or 'default'} TensorFlow threads)")
+  peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+  print(f"peak RSS: {peak:.0f} MiB")
+
+
+def _print_anchor(train_images, validation_images) -> None:
   results = {}
   for name, updates_per_call in (("fused", FLAGS.updates_per_call), ("plain", 1)):
     model_config, train_config = _anchor_configs(FLAGS.binarization, updates_per_call,
                                                  FLAGS.epochs)
     results[name] = _fit_rate(model_config, train_config, train_images, validation_images)
   reference = _keras_io_rate(train_images, validation_images, FLAGS.epochs)
-  burda = _burda_rates(train_images, FLAGS.epochs) if FLAGS.burda_models else {}
-
   fused, plain = results["fused"], results["plain"]
   rate = reference["examples_per_second"]
   print(f"MNIST, MLP 784-400-20 ReLU, Adam, M=100, {FLAGS.binarization} binarization, "
@@ -219,12 +229,7 @@ def main(argv):
   for name, examples_per_second, elbo in rows:
     print(f"{name:<52}{examples_per_second:>12,.0f}{examples_per_second / rate:>12.2f}x"
           f"{elbo:>10.2f}")
-  for k, examples_per_second in burda.items():
-    print(f"{'784-200-200-50 tanh, M=100, k=' + str(k) + (' (VAE)' if k == 1 else ' (IWAE)'):<52}"
-          f"{examples_per_second:>12,.0f}")
   print("RSS per epoch (MiB), fused: " + ", ".join(f"{r:.0f}" for r in fused["rss_mib"]))
-  peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-  print(f"peak RSS: {peak:.0f} MiB")
 
 
 if __name__ == "__main__":

@@ -250,7 +250,7 @@ SEARCH_FILES = {
     "unknown_parameter": ("space.json", '{"latent_dim": [2, 5], "dropout": [0.1]}',
                           "error: search space file space.json: unknown parameter(s) dropout; "
                           "searchable: latent_dim, hidden_units, hidden_layers, learning_rate, "
-                          "estimator, activation"),
+                          "estimator, num_samples, activation"),
     "bad_yaml": ("space.yaml", "latent_dim: [2, 5\n",
                  "error: search space file space.yaml is not valid YAML: expected ',' or ']', "
                  "but got '<stream end>' (line 2, column 1)"),

@@ -49,14 +49,14 @@ def test_grid_size_counts_stepped_ranges_and_refuses_continuous_ones():
 BAD_SPACES = {
     "unknown parameter": ({"latent_dims": [2]}, "unknown parameter(s) latent_dims; searchable: "
                           "latent_dim, hidden_units, hidden_layers, learning_rate, estimator, "
-                          "activation"),
+                          "num_samples, activation"),
     "empty choices": ({"latent_dim": []}, "latent_dim: the list of choices is empty"),
     "non-integer": ({"latent_dim": [2, 2.5]}, "latent_dim: 2.5 is not an integer >= 1"),
     "zero": ({"hidden_units": [0]}, "hidden_units: 0 is not an integer >= 1"),
     "boolean": ({"latent_dim": [True]}, "latent_dim: True is not an integer >= 1"),
     "string number": ({"learning_rate": ["0.1"]}, "learning_rate: '0.1' is not a number > 0"),
     "nan": ({"learning_rate": [float("nan")]}, "learning_rate: nan is not a number > 0"),
-    "estimator": ({"estimator": ["C"]}, "estimator: 'C' is not one of A, B"),
+    "estimator": ({"estimator": ["C"]}, "estimator: 'C' is not one of A, B, iwae"),
     "repeats": ({"latent_dim": [2, 2]}, "latent_dim: choices repeat a value: [2, 2]"),
     "range of strings": ({"activation": {"min": "a", "max": "b"}},
                          "activation: a range needs numbers; give a list of choices"),
