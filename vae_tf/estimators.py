@@ -86,3 +86,5 @@ def iwae(x, posterior: tfd.Distribution, decoder: Decoder, prior: tfd.Distributi
 
 
 ESTIMATORS = {"A": sgvb_a, "B": sgvb_b, "iwae": iwae}
+# The per-example terms each estimator returns, named as the model logs them.
+TERM_NAMES = {"A": ElboTerms._fields, "B": ElboTerms._fields, "iwae": IwaeTerms._fields}

@@ -34,7 +34,7 @@ import numpy as np
 from vae_tf import callbacks as callbacks_lib
 from vae_tf import charts, config as config_lib, evaluation, iwae_report, training
 from vae_tf.data import pipeline, sources
-from vae_tf.reproduction import CurveRecorder, read_rows
+from vae_tf.reproduction import CurveRecorder, read_rows, record_budget
 
 RUNS_DIR = "runs"
 BUDGET_FILE = "iwae_table.json"
@@ -109,10 +109,6 @@ BUDGETS = {
                     curve_points=12, curve_samples=100, curve_images=1_000,
                     final_samples=5_000, final_images=10_000),
 }
-
-
-class BudgetMismatchError(ValueError):
-  """The output folder holds a table of another budget (or definition) or seed."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -219,22 +215,6 @@ def _single_threaded() -> None:
   tf.config.threading.set_inter_op_parallelism_threads(1)
 
 
-def check_budget(budget: Budget, output_dir: Path, seed: int) -> None:
-  """Records the budget and seed in `output_dir`, or refuses other ones."""
-  path = output_dir / BUDGET_FILE
-  requested = json.loads(json.dumps({"budget": dataclasses.asdict(budget), "seed": seed}))
-  if path.exists():
-    saved = json.loads(path.read_text())
-    if saved != requested:
-      raise BudgetMismatchError(
-          f"{output_dir} holds a table of budget {saved['budget']['name']!r} with seed "
-          f"{saved['seed']}, not of this definition of budget {budget.name!r} with seed {seed}; "
-          "use another --output_dir")
-    return
-  output_dir.mkdir(parents=True, exist_ok=True)
-  training.write_atomically(path, json.dumps(requested, indent=2))
-
-
 def run_table(budget: Budget, output_dir: str | os.PathLike, *, seed: int = 0,
               data_dir: str | None = None, manual_dir: str | None = None,
               parallel_runs: int = 1, command: str = "",
@@ -246,7 +226,7 @@ def run_table(budget: Budget, output_dir: str | os.PathLike, *, seed: int = 0,
   """
   output_dir = Path(output_dir)
   load_data(budget, data_dir, manual_dir)  # prepares the data once, before any worker
-  check_budget(budget, output_dir, seed)
+  record_budget(output_dir / BUDGET_FILE, budget, seed, "a table")
   run = functools.partial(run_model, budget, output_dir=output_dir, seed=seed,
                           data_dir=data_dir, manual_dir=manual_dir, log=log)
   started = time.time()

@@ -38,8 +38,8 @@ class VAE(keras.Model):
     self.eval_seed = keras.random.SeedGenerator(self._eval_seed_start, name="eval_seed")
     # One running mean per term the estimator returns (elbo, reconstruction,
     # kl and, for IWAE, iwae_bound).
-    fields = (estimators.IwaeTerms if config.estimator == "iwae" else estimators.ElboTerms)._fields
-    self.term_trackers = [keras.metrics.Mean(name=name) for name in fields]
+    self.term_trackers = [keras.metrics.Mean(name=name)
+                          for name in estimators.TERM_NAMES[config.estimator]]
     self.encoder.build((None, config.event_size))
     self.decoder.build((None, config.latent_dim))
     self.built = True

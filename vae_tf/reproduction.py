@@ -122,6 +122,26 @@ class BudgetMismatchError(ValueError):
   """The output folder holds runs of another budget (or budget definition) or seed."""
 
 
+def record_budget(path: Path, budget, seed: int, contents: str) -> None:
+  """Records a budget (a dataclass with a `name`) and seed at `path`, or
+  refuses a folder that holds `contents` of other ones.
+
+  The whole definition is compared, so runs of an older definition are not
+  extended along a new schedule.
+  """
+  requested = json.loads(json.dumps({"budget": dataclasses.asdict(budget), "seed": seed}))
+  if path.exists():
+    saved = json.loads(path.read_text())
+    if saved != requested:
+      raise BudgetMismatchError(
+          f"{path.parent} holds {contents} of budget {saved['budget']['name']!r} with seed "
+          f"{saved['seed']}, not of this definition of budget {budget.name!r} with seed "
+          f"{seed}; use another --output_dir")
+    return
+  path.parent.mkdir(parents=True, exist_ok=True)
+  training.write_atomically(path, json.dumps(requested, indent=2))
+
+
 @dataclasses.dataclass(frozen=True)
 class RunSpec:
   """One training run: the paper's settings for `dataset`, with these changes."""
@@ -316,20 +336,7 @@ class Reproduction:
     for figure in figures:
       for dataset in DATASETS[figure]:
         self.data(dataset)
-    path = self.output_dir / BUDGET_FILE
-    # The whole definition, so runs of an older definition are not extended
-    # along a new schedule.
-    requested = {"budget": dataclasses.asdict(self.budget), "seed": self.seed}
-    if path.exists():
-      saved = json.loads(path.read_text())
-      if saved != json.loads(json.dumps(requested)):
-        raise BudgetMismatchError(
-            f"{self.output_dir} holds runs of budget {saved['budget']['name']!r} with seed "
-            f"{saved['seed']}, not of this definition of budget {self.budget.name!r} with seed "
-            f"{self.seed}; use another --output_dir")
-      return
-    self.output_dir.mkdir(parents=True, exist_ok=True)
-    training.write_atomically(path, json.dumps(requested, indent=2))
+    record_budget(self.output_dir / BUDGET_FILE, self.budget, self.seed, "runs")
 
   def data(self, dataset: str) -> Data:
     if dataset not in self._data:
