@@ -35,12 +35,11 @@ def main(argv):
   import keras
   from vae_tf import config as config_lib
   from vae_tf import evaluation, training
-  from vae_tf.data import pipeline, sources
+  from vae_tf.data import pipeline, splits
 
-  images = sources.load_images("mnist", "train", manual_dir=FLAGS.manual_dir)
-  train_images, _ = pipeline.split_validation(images, sources.NUM_VALIDATION["mnist"])
-  test_x = pipeline.evaluation_array(
-      sources.load_images("mnist", "test", manual_dir=FLAGS.manual_dir), "dynamic")
+  data = splits.load_splits("mnist", manual_dir=FLAGS.manual_dir, with_test=True)
+  train_images = data.train
+  test_x = pipeline.evaluation_array(data.test, "dynamic")
   model_config = config_lib.ModelConfig(
       input_shape=(28, 28), likelihood="bernoulli", latent_dim=20,
       hidden_units=tuple(int(u) for u in FLAGS.hidden_units), activation=FLAGS.activation,

@@ -190,14 +190,13 @@ def _burda_rates(train_images, epochs: int) -> dict[int, float]:
 def main(argv):
   del argv
   import tensorflow as tf
-  from vae_tf.data import pipeline, sources
+  from vae_tf.data import splits
 
   if FLAGS.threads:
     tf.config.threading.set_intra_op_parallelism_threads(FLAGS.threads)
     tf.config.threading.set_inter_op_parallelism_threads(FLAGS.threads)
-  images = sources.load_images("mnist", "train", manual_dir=FLAGS.manual_dir)
-  train_images, validation_images = pipeline.split_validation(
-      images, sources.NUM_VALIDATION["mnist"])
+  data = splits.load_splits("mnist", manual_dir=FLAGS.manual_dir)
+  train_images, validation_images = data.train, data.validation
   if FLAGS.anchor:
     _print_anchor(train_images, validation_images)
   for k, examples_per_second in (_burda_rates(train_images, FLAGS.epochs)

@@ -10,15 +10,16 @@ Writes <model_dir>/evaluation.json and prints a short report.
 from __future__ import annotations
 
 import json
-import os
 import pathlib
 import sys
 import time
 
-# TensorFlow's C++ start-up chatter would bury a one-line error.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# First, before anything loads TensorFlow: a quiet console (see the module).
+from pipelines import console  # noqa: F401
 
 from absl import app, flags
+
+from pipelines import flags_common
 
 FLAGS = flags.FLAGS
 
@@ -28,29 +29,30 @@ flags.DEFINE_integer("num_importance_samples", 5000, "k, importance samples per 
                      lower_bound=1)
 flags.DEFINE_integer("num_examples", None, "Evaluate on the first N images only.",
                      lower_bound=1)
-flags.DEFINE_integer("seed", 0, "Seed for the Monte Carlo estimates.")
-flags.DEFINE_string("data_dir", None, "TFDS data folder (default: TFDS's, or $TFDS_DATA_DIR).")
-flags.DEFINE_string("manual_dir", None, "Folder with the raw data files, for preparing the "
-                    "data offline (default: $VAE_TF_MANUAL_DIR).")
+flags_common.define_seed_flag("Seed for the Monte Carlo estimates.")
+flags_common.define_data_flags()
+flags.adopt_module_key_flags(flags_common)
 flags.mark_flag_as_required("model_dir")
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-  from vae_tf import evaluation, training
-  from vae_tf.data import pipeline, sources
+  from vae_tf import evaluation, run_folder, training
+  from vae_tf.data import pipeline, sources, splits
+  from vae_tf.learner_base import AmortizedLearner
 
   started = time.time()
   try:
     model = training.load_trained_model(FLAGS.model_dir)
-    _, train_config = training.load_configs(FLAGS.model_dir)
-    if FLAGS.split == "test":
-      images = sources.load_images(train_config.dataset, "test", FLAGS.data_dir, FLAGS.manual_dir)
-    else:
-      images = pipeline.split_validation(
-          sources.load_images(train_config.dataset, "train", FLAGS.data_dir, FLAGS.manual_dir),
-          sources.NUM_VALIDATION[train_config.dataset])[1]
+    if not isinstance(model, AmortizedLearner):
+      raise ValueError(f"{FLAGS.model_dir} holds an MCEM run, and MCEM has no encoder: the "
+                       "ELBO and IS log p(x) need q(z|x); use pipelines.reproduce figure3 for "
+                       "its marginal likelihood")
+    _, train_config = run_folder.load_configs(FLAGS.model_dir)
+    data = splits.load_splits(train_config.dataset, data_dir=FLAGS.data_dir,
+                              manual_dir=FLAGS.manual_dir, with_test=FLAGS.split == "test")
+    images = data.test if FLAGS.split == "test" else data.validation
   except (FileNotFoundError, ValueError, sources.DataUnavailableError) as error:
     sys.exit(f"error: {error}")
   x = pipeline.evaluation_array(images[:FLAGS.num_examples], train_config.binarization)
@@ -70,8 +72,8 @@ def main(argv):
       "log_likelihood": float(log_likelihood.mean()),
       "seconds": time.time() - started,
   }
-  training.write_atomically(pathlib.Path(FLAGS.model_dir) / "evaluation.json",
-                            json.dumps(report, indent=2))
+  run_folder.write_atomically(pathlib.Path(FLAGS.model_dir) / "evaluation.json",
+                              json.dumps(report, indent=2))
   print(f"{train_config.dataset} {FLAGS.split} ({len(x)} images, "
         f"{train_config.binarization} binarization), after {report['steps']} SGD steps:\n"
         f"  ELBO                      {report['elbo']:9.2f} nats "

@@ -26,38 +26,31 @@ $VAE_TF_MANUAL_DIR) at the raw data files.
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 
 _START_TIME = time.time()
-# TensorFlow's C++ start-up chatter would bury a one-line error.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# First, before anything loads TensorFlow: a quiet console (see the module).
+from pipelines import console  # noqa: F401
 
 from absl import app, flags
 
+from pipelines import flags_common
+from vae_tf.reproduction import budgets
+
 FLAGS = flags.FLAGS
 
-# vae_tf.reproduction.FIGURES, named here too so that argument mistakes are
-# reported before TensorFlow loads.
-FIGURES = ("figure2", "figure3", "figure4", "figure5")
-TABLE = "iwae_table"
-# vae_tf.reproduction.BUDGETS and vae_tf.iwae_table.BUDGETS.
-FIGURE_BUDGETS = ("tiny", "small", "paper")
-BUDGETS = ("tiny", "small", "medium", "paper")
-
-flags.DEFINE_enum("budget", "small", BUDGETS, "How much to run: tiny (tests), small (about 15 "
-                  "minutes for every figure), medium (iwae_table: 2 hours of training), paper "
-                  "(the papers' training lengths).")
+flags.DEFINE_enum("budget", "small", budgets.BUDGET_NAMES, "How much to run: tiny (tests), "
+                  "small (about 15 minutes for every figure), medium (iwae_table: 2 hours of "
+                  "training), paper (the papers' training lengths).")
 flags.DEFINE_integer("parallel_runs", 2, "iwae_table: models trained at once, each in its own "
                      "single-threaded process (1: one after another, in this process).",
                      lower_bound=1)
 flags.DEFINE_string("output_dir", None, "Folder for runs, CSV files, plots and report.md. "
                     "Default: runs/reproduce_<budget>.")
-flags.DEFINE_integer("seed", 0, "Seed of every run (initialisation, data order, sampling).")
-flags.DEFINE_string("data_dir", None, "TFDS data folder (default: TFDS's, or $TFDS_DATA_DIR).")
-flags.DEFINE_string("manual_dir", None, "Folder with the raw data files, for preparing the data "
-                    "offline (default: $VAE_TF_MANUAL_DIR).")
+flags_common.define_seed_flag("Seed of every run (initialisation, data order, sampling).")
+flags_common.define_data_flags()
+flags.adopt_module_key_flags(flags_common)
 
 
 def _log(message: str) -> None:
@@ -66,46 +59,47 @@ def _log(message: str) -> None:
 
 def main(argv):
   requested = argv[1:]
-  names = (*FIGURES, TABLE)
+  names = (*budgets.FIGURES, budgets.TABLE)
   unknown = [name for name in requested if name not in (*names, "all")]
   if not requested or unknown:
     sys.exit(f"error: {'unknown figure ' + repr(unknown[0]) if unknown else 'no figure given'}; "
              f"give one or more of {', '.join(names)}, or all")
-  figures = [figure for figure in FIGURES if figure in requested or "all" in requested]
-  table = TABLE in requested  # `all` is Kingma & Welling's figures
-  if figures and FLAGS.budget not in FIGURE_BUDGETS:
+  figures = [figure for figure in budgets.FIGURES if figure in requested or "all" in requested]
+  table = budgets.TABLE in requested  # `all` is Kingma & Welling's figures
+  if figures and FLAGS.budget not in budgets.FIGURE_BUDGETS:
     sys.exit(f"error: the figures have no budget {FLAGS.budget!r} yet (only "
-             f"{', '.join(FIGURE_BUDGETS)}); it applies to {TABLE}")
+             f"{', '.join(budgets.FIGURE_BUDGETS)}); it applies to {budgets.TABLE}")
   # Heavy imports after the arguments are checked, so mistakes are reported at once.
-  from vae_tf import iwae_table, reproduction
   from vae_tf.data import sources
+  from vae_tf.reproduction import figures_report, iwae_table
+  from vae_tf.reproduction import figures as figures_lib
 
   output_dir = FLAGS.output_dir or f"runs/reproduce_{FLAGS.budget}"
   seconds = {}
   try:
     if figures:
-      reproducer = reproduction.Reproduction(
-          reproduction.BUDGETS[FLAGS.budget], output_dir, seed=FLAGS.seed,
-          data_dir=FLAGS.data_dir, manual_dir=FLAGS.manual_dir, log=_log)
-      reproducer.prepare(figures)
+      setup = figures_lib.Setup(budgets.FIGURE_BUDGETS[FLAGS.budget], output_dir,
+                                seed=FLAGS.seed, data_dir=FLAGS.data_dir,
+                                manual_dir=FLAGS.manual_dir, log=_log)
+      figures_lib.prepare(setup, figures)
       for figure in figures:
         started = time.time()
         _log(f"{figure} (budget {FLAGS.budget}) in {output_dir}")
-        written = getattr(reproducer, figure)()
+        written = figures_lib.FIGURE_FUNCTIONS[figure](setup)
         seconds[figure] = time.time() - started
         _log(f"{figure} done in {seconds[figure]:.1f} s: {', '.join(str(p) for p in written)}")
-      _log(f"report: {reproducer.write_report(seconds)}")
+      report = figures_report.write_report(output_dir, setup.budget, setup.seed, seconds)
+      _log(f"report: {report}")
     if table:
-      _log(f"{TABLE} (budget {FLAGS.budget}) in {output_dir}")
+      _log(f"{budgets.TABLE} (budget {FLAGS.budget}) in {output_dir}")
       written = iwae_table.run_table(
-          iwae_table.BUDGETS[FLAGS.budget], output_dir, seed=FLAGS.seed,
+          budgets.TABLE_BUDGETS[FLAGS.budget], output_dir, seed=FLAGS.seed,
           data_dir=FLAGS.data_dir, manual_dir=FLAGS.manual_dir,
           parallel_runs=FLAGS.parallel_runs, command=" ".join(["python -m pipelines.reproduce",
                                                                *sys.argv[1:]]), log=_log)
-      _log(f"{TABLE} done: {', '.join(str(p) for p in written)}")
+      _log(f"{budgets.TABLE} done: {', '.join(str(p) for p in written)}")
   except (ValueError, sources.DataUnavailableError) as error:
     sys.exit(f"error: {error}")
-
 
 if __name__ == "__main__":
   app.run(main)

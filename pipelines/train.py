@@ -12,32 +12,33 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import sys
 import time
 
 _START_TIME = time.time()
-# TensorFlow's C++ start-up chatter would bury a one-line error.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# First, before anything loads TensorFlow: a quiet console (see the module).
+from pipelines import console  # noqa: F401
 
 from absl import app, flags
 
+from pipelines import flags_common
 from vae_tf import config as config_lib
 
 FLAGS = flags.FLAGS
 
-flags.DEFINE_enum("dataset", "mnist", config_lib.DATASETS, "Data set to train on.")
-flags.DEFINE_enum("preset", "paper", config_lib.PRESETS, "Defaults for every flag left unset: "
-                  "paper (Kingma & Welling), modern, or iwae_paper (Burda et al. 2015).")
+flags_common.define_data_flags(dataset_help="Data set to train on.")
+flags_common.define_training_flags(preset_help="Defaults for every flag left unset: paper "
+                                   "(Kingma & Welling), modern, or iwae_paper (Burda et al. "
+                                   "2015).")
+flags_common.define_seed_flag("Seed for initialisation, shuffling, binarization and sampling.")
+flags_common.define_export_flags(
+    default_base="<model_dir>/export",
+    export_help="Export a SavedModel version for serving when training ends.")
+flags.adopt_module_key_flags(flags_common)
 flags.DEFINE_enum("method", None, config_lib.METHODS, "Learning algorithm: aevb (the paper's), "
                   "or its baselines wake_sleep and mcem (mcem needs --train_examples).")
 flags.DEFINE_string("model_dir", None, "Run folder: checkpoints, logs, images, saved model. "
                     "Default: runs/<dataset>_nz<latent_dim>.")
-flags.DEFINE_string("data_dir", None, "TFDS data folder (default: TFDS's, or $TFDS_DATA_DIR).")
-flags.DEFINE_string("manual_dir", None, "Folder with the raw data files, for preparing the data "
-                    "offline (default: $VAE_TF_MANUAL_DIR).")
-flags.DEFINE_integer("train_examples", None, "Use only the first N training examples.",
-                     lower_bound=1)
 flags.DEFINE_integer("latent_dim", None, "Nz, the number of latent variables.", lower_bound=1)
 flags.DEFINE_list("hidden_units", None, "Units per hidden layer, e.g. 500 or 500,500.")
 flags.DEFINE_enum("activation", None, config_lib.ACTIVATIONS, "Hidden-layer activation.")
@@ -67,20 +68,12 @@ flags.DEFINE_bool("decoder_bias_from_data", None, "Start the decoder's output bi
 flags.DEFINE_integer("batch_size", None, "M, examples per minibatch.", lower_bound=1)
 flags.DEFINE_integer("epochs", None, "Passes over the training set.", lower_bound=1)
 flags.DEFINE_integer("steps", None, "Total SGD updates; overrides --epochs.", lower_bound=1)
-flags.DEFINE_integer("updates_per_call", 50, "SGD updates fused into one compiled call: a "
-                     "speed knob; every update still takes one minibatch of M (the random draws, "
-                     "and which examples an epoch drops, depend on it).", lower_bound=1)
 flags.DEFINE_integer("checkpoint_every_steps", 1000, "Checkpoint every N SGD updates (and after "
                      "the last).", lower_bound=1)
 flags.DEFINE_enum("strategy", "auto", config_lib.STRATEGIES, "Distribution: auto picks "
                   "multi_worker (MultiWorkerMirroredStrategy) when TF_CONFIG names several "
                   "workers, mirrored for several local GPUs, else default. --batch_size is per "
                   "replica.")
-flags.DEFINE_bool("export", True, "Export a SavedModel version for serving when training ends.")
-flags.DEFINE_string("export_base", None, "Folder of served models for --export (default: "
-                    "<model_dir>/export); the version goes to <export_base>/<model_name>/N.")
-flags.DEFINE_string("model_name", "vae", "Served model name for --export.")
-flags.DEFINE_integer("seed", 0, "Seed for initialisation, shuffling, binarization and sampling.")
 
 
 def _is_weight_decay(value: str | None) -> bool:
@@ -100,8 +93,6 @@ flags.register_validator("weight_decay", _is_weight_decay,
                          "must be a number >= 0 or 'prior'")
 flags.register_validator("hidden_units", _is_hidden_units,
                          "must be positive integers separated by commas, e.g. 500,500")
-flags.register_validator("model_name", config_lib.is_model_name,
-                         "must be letters, digits, '_', '.' or '-', not starting with '.' or '-'")
 flags.register_multi_flags_validator(
     ["dataset", "binarization"],
     lambda f: not (f["dataset"] == "frey_face" and f["binarization"] in ("dynamic", "static")),
@@ -154,22 +145,17 @@ def main(argv):
   # Heavy imports after flag parsing, so --help and flag errors are instant.
   import tensorflow as tf
 
-  from vae_tf import distribute, training
-  from vae_tf.data import pipeline, sources
+  from vae_tf import artifacts, distribute, learners, training
+  from vae_tf.data import sources, splits
 
   try:
     # First: a multi-worker strategy configures TF's runtime, which must not
     # have started yet.
     strategy = distribute.make_strategy(FLAGS.strategy)
     chief = distribute.is_chief(strategy)
-    images = sources.load_images(FLAGS.dataset, "train", FLAGS.data_dir, FLAGS.manual_dir)
-    train_images, validation_images = pipeline.split_validation(
-        images, sources.NUM_VALIDATION[FLAGS.dataset])
-    if FLAGS.train_examples is not None:
-      if FLAGS.train_examples > len(train_images):
-        raise ValueError(f"--train_examples={FLAGS.train_examples} exceeds the "
-                         f"{len(train_images)} training examples")
-      train_images = train_images[:FLAGS.train_examples]
+    data = splits.load_splits(FLAGS.dataset, data_dir=FLAGS.data_dir,
+                              manual_dir=FLAGS.manual_dir, train_examples=FLAGS.train_examples)
+    train_images, validation_images = data.train, data.validation
     model_config, train_config = configs_from_flags(len(train_images))
     replicas = strategy.num_replicas_in_sync
     train_config = training.fit_updates_per_call(train_config, len(train_images), strategy)
@@ -180,9 +166,11 @@ def main(argv):
       print(f"{type(strategy).__name__}: {replicas} replicas, global batch "
             f"{train_config.batch_size * replicas}; "
             f"{'chief' if chief else 'not the chief: writes nothing to ' + model_dir}")
+    # MCEM has no q(z|x): no ELBO to validate, nothing to export.
+    amortized = learners.has_recognition_model(train_config.method)
     result = training.train(
         model_config, train_config, train_images=train_images,
-        validation_images=validation_images, model_dir=model_dir, total_steps=FLAGS.steps,
+        validation_images=validation_images if amortized else None, model_dir=model_dir, total_steps=FLAGS.steps,
         verbose=1 if sys.stdout.isatty() else 2, start_time=_START_TIME, strategy=strategy)
   except (ValueError, sources.DataUnavailableError) as error:
     sys.exit(f"error: {error}")
@@ -192,16 +180,19 @@ def main(argv):
   if not chief:
     print(f"trained {result.steps} steps in {time.time() - _START_TIME:.1f} s")
     return
-  training.save_artifacts(result.model, model_dir, validation_images, train_config.binarization,
-                         train_config.seed)
-  exported = training.export_run(result.model, model_dir, FLAGS.export_base,
-                                 FLAGS.model_name) if FLAGS.export else None
+  artifacts.save_artifacts(result.model, model_dir, validation_images,
+                           train_config.binarization, train_config.seed)
+  exported = artifacts.export_run(result.model, model_dir, FLAGS.export_base,
+                                  FLAGS.model_name) if FLAGS.export and amortized else None
   final = result.history[-1] if result.history else {}
+  validation = (f"validation ELBO {final['val_elbo']:.2f} nats; " if "val_elbo" in final
+                else "")
   print(f"trained {result.steps} steps (resumed from {result.resumed_from_step}) in "
-        f"{time.time() - _START_TIME:.1f} s; validation ELBO "
-        f"{final.get('val_elbo', float('nan')):.2f} nats; outputs in {model_dir}")
+        f"{time.time() - _START_TIME:.1f} s; {validation}outputs in {model_dir}")
   if exported:
     print(f"exported {exported}")
+  elif FLAGS.export and not amortized:
+    print(f"not exported: {train_config.method} learns no encoder, which every signature needs")
 
 
 if __name__ == "__main__":

@@ -18,29 +18,29 @@ The chief runs the oracle and writes the results; workers run trials.
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 
 _START_TIME = time.time()
-# TensorFlow's C++ start-up chatter would bury a one-line error.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# First, before anything loads TensorFlow: a quiet console (see the module).
+from pipelines import console  # noqa: F401
 
 from absl import app, flags
 
+from pipelines import flags_common
 from vae_tf import config as config_lib
 from vae_tf import search_space as space_lib
 
 FLAGS = flags.FLAGS
 
-flags.DEFINE_enum("dataset", "mnist", config_lib.DATASETS, "Data set to tune on.")
-flags.DEFINE_enum("preset", "paper", config_lib.PRESETS, "Settings not searched come from "
-                  "this preset (see pipelines.train).")
-flags.DEFINE_string("data_dir", None, "TFDS data folder (default: TFDS's, or $TFDS_DATA_DIR).")
-flags.DEFINE_string("manual_dir", None, "Folder with the raw data files, for preparing the data "
-                    "offline (default: $VAE_TF_MANUAL_DIR).")
-flags.DEFINE_integer("train_examples", None, "Train on the first N training examples only.",
-                     lower_bound=1)
+flags_common.define_data_flags(dataset_help="Data set to tune on.")
+flags_common.define_training_flags(preset_help="Settings not searched come from this preset "
+                                   "(see pipelines.train).")
+flags_common.define_seed_flag("Seed of the tuner and of every trial's training.")
+flags_common.define_export_flags(
+    default_base="<best_model>/export",
+    export_help="Export the best model as a SavedModel version for serving.")
+flags.adopt_module_key_flags(flags_common)
 flags.DEFINE_integer("validation_examples", None, "Score trials on the first N validation "
                      "examples only.", lower_bound=1)
 flags.DEFINE_integer("test_examples", None, "Evaluate the best model on the first N test "
@@ -57,7 +57,7 @@ flags.DEFINE_list("estimators", None, "Choices of training objective (A, B, iwae
 flags.DEFINE_list("sample_counts", None, "Choices of num_samples (L for A and B, k for iwae).")
 flags.DEFINE_list("activations", None, "Choices of hidden activation.")
 
-flags.DEFINE_enum("tuner", "hyperband", ["hyperband", "bayesian", "random"], "Search algorithm.")
+flags.DEFINE_enum("tuner", "hyperband", space_lib.TUNERS, "Search algorithm.")
 flags.DEFINE_integer("max_trials", 10, "Trials for --tuner=bayesian or random (Hyperband's "
                      "count follows from --max_epochs and --hyperband_factor).", lower_bound=1)
 flags.DEFINE_integer("max_epochs", 10, "Most epochs one configuration trains.", lower_bound=1)
@@ -65,9 +65,6 @@ flags.DEFINE_integer("hyperband_factor", 3, "Hyperband's reduction factor.", low
 flags.DEFINE_integer("hyperband_iterations", 1, "Hyperband's full passes.", lower_bound=1)
 flags.DEFINE_integer("early_stopping_patience", 3, "Stop a trial after N epochs without a "
                      "better validation ELBO; 0 turns early stopping off.", lower_bound=0)
-flags.DEFINE_integer("updates_per_call", 50, "SGD updates fused into one compiled call (speed "
-                     "only, as in pipelines.train).", lower_bound=1)
-flags.DEFINE_integer("seed", 0, "Seed of the tuner and of every trial's training.")
 flags.DEFINE_string("tuner_dir", "runs/tune", "Folder of searches; share it between the chief "
                     "and the workers.")
 flags.DEFINE_string("project_name", None, "Search folder inside --tuner_dir (default: "
@@ -79,10 +76,6 @@ flags.DEFINE_integer("rescore_top", 0, "Re-rank the N best trials by importance-
                      "validation log-likelihood before choosing the best model.", lower_bound=0)
 flags.DEFINE_integer("num_importance_samples", 200, "k for the importance-sampled "
                      "log-likelihood (rescoring and the test report).", lower_bound=1)
-flags.DEFINE_bool("export", True, "Export the best model as a SavedModel version for serving.")
-flags.DEFINE_string("export_base", None, "Folder of served models (default: "
-                    "<best_model>/export); the version goes to <export_base>/<model_name>/N.")
-flags.DEFINE_string("model_name", "vae", "Served model name for --export.")
 flags.DEFINE_float("worker_timeout_seconds", 900, "Chief only: a worker silent this long "
                    "(workers report every epoch) is lost and its trial retried; with no worker "
                    "heard from this long the chief stops.", lower_bound=1)
@@ -113,8 +106,6 @@ for _name, (_, _kind) in _LIST_FLAGS.items():
   if _kind is not str:
     flags.register_validator(_name, _parses_as(_kind), f"must be a comma-separated list of "
                              f"{'integers' if _kind is int else 'numbers'}")
-flags.register_validator("model_name", config_lib.is_model_name,
-                         "must be letters, digits, '_', '.' or '-', not starting with '.' or '-'")
 
 
 def search_space_spec() -> dict:
@@ -140,12 +131,6 @@ def _check_role(role: str) -> None:
                      "single process) may pass it")
 
 
-def _slice(images, count, flag: str):
-  if count is not None and count > len(images):
-    raise ValueError(f"--{flag}={count} exceeds the {len(images)} examples available")
-  return images[:count]
-
-
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
@@ -158,30 +143,31 @@ def main(argv):
   # errors are instant.
   import dataclasses
 
-  from vae_tf import tuning
-  from vae_tf.data import pipeline, sources
+  from vae_tf.data import sources, splits
+  from vae_tf.tuning import distributed, hypermodel as hypermodel_lib, tuners
 
   try:
-    role = tuning.distributed_role()
+    role = distributed.distributed_role()
     _check_role(role)
-    images = sources.load_images(FLAGS.dataset, "train", FLAGS.data_dir, FLAGS.manual_dir)
-    train_images, validation_images = pipeline.split_validation(
-        images, sources.NUM_VALIDATION[FLAGS.dataset])
-    train_images = _slice(train_images, FLAGS.train_examples, "train_examples")
-    validation_images = _slice(validation_images, FLAGS.validation_examples,
-                               "validation_examples")
+    # Workers only train; the chief or a single process also tests the best model.
+    data = splits.load_splits(FLAGS.dataset, data_dir=FLAGS.data_dir,
+                              manual_dir=FLAGS.manual_dir, with_test=role != "worker",
+                              train_examples=FLAGS.train_examples,
+                              validation_examples=FLAGS.validation_examples,
+                              test_examples=FLAGS.test_examples)
+    train_images, validation_images = data.train, data.validation
     base_model, base_train = config_lib.preset(FLAGS.preset, FLAGS.dataset, len(train_images))
     base_train = dataclasses.replace(base_train, epochs=FLAGS.max_epochs, seed=FLAGS.seed,
                                      updates_per_call=FLAGS.updates_per_call)
-    hypermodel = tuning.VAEHyperModel(base_model, base_train, space, len(train_images))
+    hypermodel = hypermodel_lib.VAEHyperModel(base_model, base_train, space, len(train_images))
     project_name = FLAGS.project_name or f"{FLAGS.dataset}_{FLAGS.tuner}"
-    tuner = tuning.make_tuner(
+    tuner = tuners.make_tuner(
         FLAGS.tuner, hypermodel, directory=FLAGS.tuner_dir, project_name=project_name,
         max_epochs=FLAGS.max_epochs, max_trials=FLAGS.max_trials,
         hyperband_factor=FLAGS.hyperband_factor,
         hyperband_iterations=FLAGS.hyperband_iterations, seed=FLAGS.seed,
         overwrite=FLAGS.overwrite)
-    tuning.record_settings(tuner.project_dir, {
+    tuners.record_settings(tuner.project_dir, {
         "dataset": FLAGS.dataset,
         "train_examples": len(train_images),
         "validation_examples": len(validation_images),
@@ -201,7 +187,7 @@ def main(argv):
   print(f"{role}: search {tuner.project_dir} ({FLAGS.tuner}) over "
         f"{json.dumps(space_lib.search_space_to_dict(space))}", flush=True)
   if role == "chief":
-    outcome = tuning.serve_oracle(tuner, FLAGS.worker_timeout_seconds)
+    outcome = distributed.serve_oracle(tuner, FLAGS.worker_timeout_seconds)
     for tuner_id in outcome.lost_workers:
       print(f"chief: lost worker {tuner_id}; its trial went back for retry")
     if not outcome.finished:
@@ -209,26 +195,27 @@ def main(argv):
             "incomplete; restart the chief and workers to resume it (finished trials are "
             "kept)")
   else:
-    callbacks = tuning.early_stopping(FLAGS.early_stopping_patience)
+    callbacks = tuners.early_stopping(FLAGS.early_stopping_patience)
     tuner.search(train_images, validation_data=validation_images, epochs=FLAGS.max_epochs,
                  callbacks=callbacks, verbose=1 if sys.stdout.isatty() else 2)
   if role == "worker":
     print(f"worker {tuner.tuner_id}: no trials left; done in {time.time() - _START_TIME:.1f} s")
     return
-  report_results(tuner, hypermodel, validation_images, role)
+  report_results(tuner, hypermodel, validation_images, data.test, role)
 
 
-def report_results(tuner, hypermodel, validation_images, role: str) -> None:
+def report_results(tuner, hypermodel, validation_images, test_images, role: str) -> None:
   """Summary table and plot, then the best model: restored, tested, exported."""
   from pathlib import Path
 
   import numpy as np
 
-  from vae_tf import charts, evaluation, training, tuning
-  from vae_tf.data import pipeline, sources
+  from vae_tf import artifacts, curve_charts, evaluation, run_folder
+  from vae_tf.data import pipeline
+  from vae_tf.tuning import results as search_results
 
   project = Path(tuner.project_dir)
-  rows = tuning.trial_rows(tuner, hypermodel)
+  rows = search_results.trial_rows(tuner, hypermodel)
   completed = [row for row in rows if row.status == "COMPLETED"]
   if not completed:
     sys.exit(f"error: no trial of {project} has completed")
@@ -263,30 +250,24 @@ def report_results(tuner, hypermodel, validation_images, role: str) -> None:
       f"{key}={value}" for key, value in fixed.items()
       if key not in hypermodel.search_space and key not in ("hidden_units", "epochs")))
   parameters = list(hypermodel.search_space)
-  written = tuning.write_summary(rows, parameters, project, notes)
+  written = search_results.write_summary(rows, parameters, project, notes)
   base_latent_dim = hypermodel.base_model.latent_dim
   points = [(row.hyperparameters.get("latent_dim", base_latent_dim), row.best_val_elbo)
             for row in completed]
-  written.append(charts.save_best_by_parameter(
-      [x for x, _ in points], [y for _, y in points], project / tuning.PLOT_FILE,
+  written.append(curve_charts.save_best_by_parameter(
+      [x for x, _ in points], [y for _, y in points], project / search_results.PLOT_FILE,
       xlabel="latent dimensionality Nz", ylabel="best validation ELBO (nats)",
       title=f"{FLAGS.dataset}: {FLAGS.tuner} search", log_x=True))
 
   model = tuner.load_model(best_trial)
-  best_dir = tuning.save_best_model(model, hypermodel, best_trial.hyperparameters,
-                                    project / tuning.BEST_MODEL_DIR)
-  try:
-    test_images = _slice(sources.load_images(FLAGS.dataset, "test", FLAGS.data_dir,
-                                              FLAGS.manual_dir), FLAGS.test_examples,
-                         "test_examples")
-  except (ValueError, sources.DataUnavailableError) as error:
-    sys.exit(f"error: {error}")
+  best_dir = search_results.save_best_model(model, hypermodel, best_trial.hyperparameters,
+                                            project / search_results.BEST_MODEL_DIR)
   x_test = pipeline.evaluation_array(test_images, binarization)
   test_elbo = evaluation.evaluate_elbo(model, x_test, seed=FLAGS.seed)["elbo"]
   test_log_likelihood = float(np.mean(evaluation.importance_sampled_log_likelihood(
       model, x_test, FLAGS.num_importance_samples, seed=FLAGS.seed)))
-  training.save_artifacts(model, best_dir, validation_images, binarization, FLAGS.seed)
-  exported = (training.export_run(model, best_dir, FLAGS.export_base, FLAGS.model_name)
+  artifacts.save_artifacts(model, best_dir, validation_images, binarization, FLAGS.seed)
+  exported = (artifacts.export_run(model, best_dir, FLAGS.export_base, FLAGS.model_name)
               if FLAGS.export else None)
   results = {
       "best_trial": best_row.trial_id,
@@ -303,7 +284,7 @@ def report_results(tuner, hypermodel, validation_images, role: str) -> None:
       "best_model": str(best_dir),
       "export": str(exported) if exported else None,
   }
-  training.write_atomically(project / "results.json", json.dumps(results, indent=2))
+  run_folder.write_atomically(project / "results.json", json.dumps(results, indent=2))
   print(f"{role}: {len(completed)}/{len(rows)} trials completed; best trial "
         f"{best_row.trial_id} {best_row.hyperparameters}: validation ELBO "
         f"{best_row.best_val_elbo:.2f}, test ELBO {test_elbo:.2f}, test log p(x) "

@@ -14,7 +14,7 @@ from google.protobuf import text_format
 from tensorflow_serving.config import model_server_config_pb2
 
 from serving import protos
-from serving.batching import BatchingOptions
+from serving.batching_options import BatchingOptions
 
 DEFAULT_METRICS_PATH = "/monitoring/prometheus/metrics"
 

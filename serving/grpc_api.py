@@ -6,14 +6,13 @@ from __future__ import annotations
 import time
 
 import grpc
-import tensorflow as tf
 from tensorflow_serving.apis import (get_model_metadata_pb2, get_model_status_pb2,
                                      model_service_pb2_grpc, predict_pb2,
                                      prediction_service_pb2_grpc)
 
-from serving import errors
-from serving import service as service_lib
-from serving.service import ModelService
+from serving import errors, tensor_protos
+from serving import backend as backend_lib
+from serving.backend import ServingBackend
 
 async def _abort(context: grpc.aio.ServicerContext, error: errors.ServingError):
   await context.abort(error.code, errors.bounded(error.message))
@@ -35,34 +34,34 @@ def _spec_of(request) -> tuple[str, int | None, str | None]:
 
 class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
 
-  def __init__(self, service: ModelService):
-    self.service = service
+  def __init__(self, backend: ServingBackend):
+    self.backend = backend
 
   async def Predict(self, request: predict_pb2.PredictRequest, context):
     started = time.monotonic()
     name = request.model_spec.name
     try:
       name, version, label = _spec_of(request)
-      with self.service.manager.servable(name, version, label) as servable:
+      with self.backend.manager.servable(name, version, label) as servable:
         signature = servable.signature(request.model_spec.signature_name)
         inputs = {}
         for alias, proto in request.inputs.items():
           try:
-            inputs[alias] = tf.make_ndarray(proto)
+            inputs[alias] = tensor_protos.to_array(proto)
           except (TypeError, ValueError):
             raise errors.invalid_argument(f"tensor parsing error: {alias}") from None
-        outputs = await self.service.run(servable, signature, inputs,
+        outputs = await self.backend.run(servable, signature, inputs,
                                          list(request.output_filter))
         response = predict_pb2.PredictResponse()
         response.model_spec.name = name
         response.model_spec.version.value = servable.version
         response.model_spec.signature_name = signature.name
         for alias, value in outputs.items():
-          response.outputs[alias].CopyFrom(tf.make_tensor_proto(value))
+          response.outputs[alias].CopyFrom(tensor_protos.to_proto(value))
     except errors.ServingError as error:
-      self.service.record(name, error, "GRPC", started)
+      self.backend.record(name, error, "GRPC", started)
       await _abort(context, error)
-    self.service.record(name, None, "GRPC", started)
+    self.backend.record(name, None, "GRPC", started)
     return response
 
   async def GetModelMetadata(self, request: get_model_metadata_pb2.GetModelMetadataRequest,
@@ -76,11 +75,11 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         if field != "signature_def":
           # TF Serving's own text, with its unformatted "%s".
           raise errors.invalid_argument(f"Metadata field %s is not supported{field}")
-      with self.service.manager.servable(name, version, label) as servable:
+      with self.backend.manager.servable(name, version, label) as servable:
         response = get_model_metadata_pb2.GetModelMetadataResponse()
         response.model_spec.name = name
         response.model_spec.version.value = servable.version
-        response.metadata["signature_def"].Pack(service_lib.signature_def_map(servable))
+        response.metadata["signature_def"].Pack(backend_lib.signature_def_map(servable))
     except errors.ServingError as error:
       await _abort(context, error)
     return response
@@ -94,19 +93,19 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
 
 class ModelStatusService(model_service_pb2_grpc.ModelServiceServicer):
 
-  def __init__(self, service: ModelService):
-    self.service = service
+  def __init__(self, backend: ServingBackend):
+    self.backend = backend
 
   async def GetModelStatus(self, request: get_model_status_pb2.GetModelStatusRequest, context):
     try:
       name, version, label = _spec_of(request)
-      response = service_lib.status_response(self.service.manager.statuses(name, version, label))
+      response = backend_lib.status_response(self.backend.manager.statuses(name, version, label))
     except errors.ServingError as error:
       await _abort(context, error)
     return response
 
 
-def add_services(server: grpc.aio.Server, service: ModelService) -> None:
+def add_services(server: grpc.aio.Server, backend: ServingBackend) -> None:
   prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
-      PredictionService(service), server)
-  model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelStatusService(service), server)
+      PredictionService(backend), server)
+  model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelStatusService(backend), server)

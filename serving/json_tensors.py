@@ -4,19 +4,15 @@ Requests carry either `instances` (row format: one entry per example) or
 `inputs` (columnar: one tensor per input); responses answer with
 `predictions` or `outputs` respectively. A single input or output may go
 unnamed; DT_STRING values may be `{"b64": ...}`, and string outputs whose
-name ends in `_bytes` are returned that way. NaN and Infinity are JSON
-literals, as TF Serving writes and reads them. Error texts are TF Serving's.
-
-Numbers are written with Python's shortest round-trip repr of the float64
-value of each element, so a float32 reads back bit-exact; TF Serving prints
-the same values with fewer digits where they suffice.
+name ends in `_bytes` are returned that way (serving/json_response.py writes
+responses). NaN and Infinity are JSON literals, as TF Serving writes and reads
+them. Error texts are TF Serving's.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import json
 
 import numpy as np
 import tensorflow as tf
@@ -295,48 +291,3 @@ def _from_columns(value, inputs: dict[str, TensorInfo],
       raise errors.invalid_argument(f"Missing named input: {name} in 'inputs' object.")
     tensors[name] = to_tensor(value[name], info.dtype, may_hold_bools)
   return tensors
-
-
-def _to_json_value(name: str, array: np.ndarray):
-  if array.dtype == object or array.dtype.kind in "SU":
-    if name.endswith("_bytes"):
-      encode = lambda b: {"b64": base64.b64encode(b).decode("ascii")}
-    else:
-      encode = lambda b: b.decode("utf-8", "replace") if isinstance(b, bytes) else str(b)
-    return np.vectorize(encode, otypes=[object])(array).tolist() if array.size else array.tolist()
-  if array.dtype.kind == "f":
-    return array.astype(np.float64).tolist()
-  return array.tolist()
-
-
-def response(outputs: dict[str, np.ndarray], row_format: bool) -> bytes:
-  """The JSON body for a predict response."""
-  if not outputs:
-    raise errors.invalid_argument("Cannot convert empty tensor map to JSON")
-  if not row_format:
-    values = {name: _to_json_value(name, value) for name, value in outputs.items()}
-    body = {"outputs": next(iter(values.values())) if len(values) == 1 else values}
-    return json.dumps(body).encode()
-  batch = None
-  for name, value in outputs.items():
-    if value.ndim == 0:
-      raise errors.invalid_argument(f"Tensor name: {name} has no shape information ")
-    if value.shape[0] < 1:
-      raise errors.invalid_argument(f"Tensor name: {name} has invalid batch size: "
-                                    f"{value.shape[0]}")
-    if batch is None:
-      batch = value.shape[0]
-    elif value.shape[0] != batch:
-      raise errors.invalid_argument(f"Tensor name: {name} has inconsistent batch size: "
-                                    f"{value.shape[0]} expecting: {batch}")
-  columns = {name: _to_json_value(name, value) for name, value in outputs.items()}
-  if len(columns) == 1:
-    predictions = next(iter(columns.values()))
-  else:
-    names = list(columns)
-    predictions = [dict(zip(names, row)) for row in zip(*columns.values())]
-  return json.dumps({"predictions": predictions}).encode()
-
-
-def error_body(message: str) -> bytes:
-  return ('{ "error": ' + json.dumps(errors.bounded(message)) + " }").encode()

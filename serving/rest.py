@@ -22,9 +22,9 @@ from aiohttp import web
 from google.protobuf import json_format
 from tensorflow_serving.apis import model_pb2
 
-from serving import errors, json_tensors
-from serving import service as service_lib
-from serving.service import ModelService
+from serving import errors, json_response, json_tensors
+from serving import backend as backend_lib
+from serving.backend import ServingBackend
 
 _PREDICT = re.compile(r"/v1/models/([^/:]+)(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?"
                       r":(classify|regress|predict)", re.IGNORECASE)
@@ -42,7 +42,7 @@ def _json_response(body: bytes | str, status: int = 200) -> web.Response:
 
 
 def _error_response(error: errors.ServingError) -> web.Response:
-  return _json_response(json_tensors.error_body(error.message), error.http_status)
+  return _json_response(json_response.error_body(error.message), error.http_status)
 
 
 def _model_spec(name: str, version: str | None, label: str | None) -> tuple[str, int | None, str | None]:
@@ -55,16 +55,16 @@ def _model_spec(name: str, version: str | None, label: str | None) -> tuple[str,
 
 
 def _status_json(statuses) -> str:
-  return json_format.MessageToJson(service_lib.status_response(statuses),
+  return json_format.MessageToJson(backend_lib.status_response(statuses),
                                    always_print_fields_with_no_presence=True, indent=1) + "\n"
 
 
 class RestApi:
   """The aiohttp application serving TF Serving's REST API."""
 
-  def __init__(self, service: ModelService, metrics_path: str | None = None,
+  def __init__(self, backend: ServingBackend, metrics_path: str | None = None,
                max_body_bytes: int = 64 << 20):
-    self.service = service
+    self.backend = backend
     self.metrics_path = metrics_path
     self.max_body_bytes = max_body_bytes
     self.app = web.Application(client_max_size=max_body_bytes)
@@ -76,7 +76,7 @@ class RestApi:
       if raw_path != self.metrics_path:
         return web.Response(status=400, text=f"Unexpected path: {raw_path}. Should be "
                                              f"{self.metrics_path}")
-      return web.Response(text=self.service.metrics.exposition(), content_type="text/plain")
+      return web.Response(text=self.backend.metrics.exposition(), content_type="text/plain")
     if not _API.fullmatch(raw_path):
       return web.Response(status=404, text=_NOT_FOUND_PAGE, content_type="text/html")
     try:
@@ -89,40 +89,47 @@ class RestApi:
                                                  f"{type(error).__name__}: {error}"))
 
   async def _dispatch_api(self, request: web.Request, raw_path: str) -> web.Response:
-    malformed = errors.invalid_argument(f"Malformed request: {request.method} {raw_path}")
+    def malformed() -> errors.ServingError:
+      return errors.invalid_argument(f"Malformed request: {request.method} {raw_path}")
+
     if request.method == "POST":
       match = _PREDICT.fullmatch(raw_path)
       if not match or match.group(4) != "predict":
         if match and match.group(4) in ("classify", "regress"):
           raise errors.method_not_supported(match.group(4))
-        raise malformed
+        raise malformed()
       return await self._predict(request, *_model_spec(*match.group(1, 2, 3)))
     if request.method == "GET":
       match = _STATUS.fullmatch(raw_path)
       if not match:
-        raise malformed
+        raise malformed()
       if match.group(1) is None:
         raise errors.invalid_argument("Missing model name in request.")
       spec = _model_spec(*match.group(1, 2, 3))
       if match.group(4) == "metadata":
         return self._metadata(*spec)
       return self._status(*spec)
-    raise malformed
+    raise malformed()
 
   def _status(self, name: str, version: int | None, label: str | None) -> web.Response:
-    return _json_response(_status_json(self.service.manager.statuses(name, version, label)))
+    return _json_response(_status_json(self.backend.manager.statuses(name, version, label)))
 
   def _metadata(self, name: str, version: int | None, label: str | None) -> web.Response:
-    with self.service.manager.servable(name, version, label) as servable:
+    with self.backend.manager.servable(name, version, label) as servable:
       spec = model_pb2.ModelSpec(name=name)
       spec.version.value = servable.version
-      signatures = service_lib.signature_def_map(servable)
+      signatures = backend_lib.signature_def_map(servable)
     print_options = dict(always_print_fields_with_no_presence=True,
                          preserving_proto_field_name=True, indent=1)
     body = ("{\n\"model_spec\":" + json_format.MessageToJson(spec, **print_options) + "\n,\n"
             "\"metadata\": {\"signature_def\": "
             + json_format.MessageToJson(signatures, **print_options) + "\n}\n}\n")
     return _json_response(body)
+
+  def _too_large(self) -> web.Response:
+    return _json_response(json_response.error_body(
+        f"Request body exceeds the limit of {self.max_body_bytes} bytes "
+        "(--rest_api_max_body_bytes)"), 413)
 
   async def _predict(self, request: web.Request, name: str, version: int | None,
                      label: str | None) -> web.Response:
@@ -131,19 +138,17 @@ class RestApi:
     # exhausting memory, and says so in the usual error format. A declared
     # length over it is refused before a byte is read, and the connection
     # closed, so a client cannot hold it open by promising a terabyte.
-    too_large = _json_response(json_tensors.error_body(
-        f"Request body exceeds the limit of {self.max_body_bytes} bytes "
-        "(--rest_api_max_body_bytes)"), 413)
     if (request.content_length or 0) > self.max_body_bytes:
+      too_large = self._too_large()
       too_large.force_close()
       return too_large
     try:
       body = await request.read()
     except web.HTTPRequestEntityTooLarge:
-      return too_large
+      return self._too_large()
     try:
       document = json_tensors.parse(body)
-      with self.service.manager.servable(name, version, label) as servable:
+      with self.backend.manager.servable(name, version, label) as servable:
         signature_name = document.get("signature_name") or "serving_default"
         signature = servable.signatures.get(signature_name)
         if signature is None or signature.function is None:
@@ -152,10 +157,10 @@ class RestApi:
         may_hold_bools = b"true" in body or b"false" in body
         inputs, row_format = json_tensors.request_inputs(document, signature.inputs,
                                                          may_hold_bools)
-        outputs = await self.service.run(servable, signature, inputs, [])
-      response = _json_response(json_tensors.response(outputs, row_format))
+        outputs = await self.backend.run(servable, signature, inputs, [])
+      response = _json_response(json_response.response(outputs, row_format))
     except errors.ServingError as error:
-      self.service.record(name, error, "REST", started)
+      self.backend.record(name, error, "REST", started)
       return _error_response(error)
-    self.service.record(name, None, "REST", started)
+    self.backend.record(name, None, "REST", started)
     return response

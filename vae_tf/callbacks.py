@@ -3,12 +3,14 @@
 Each keeps one promise of the run folder: checkpoints at the right steps,
 validation draws that depend on the weights alone, progress fields in the
 logs, an interrupted epoch's running metrics put back, and a training clock
-that survives resumption.
+that survives resumption. `ProgressReport` is the console's view of a run.
 """
 
 from __future__ import annotations
 
+import math
 import time
+from typing import TextIO
 
 import keras
 import numpy as np
@@ -136,3 +138,111 @@ class RestoreEpochMetrics(keras.callbacks.Callback):
       for variable, value in zip(self.model.metrics_variables, self.values):
         variable.assign(value)
       self.values = None
+
+
+def _fixed_point(value: float) -> str:
+  return f"{value:.2f}" if abs(value) >= 1 else f"{value:.4f}"
+
+
+def _duration(seconds: float) -> str:
+  minutes, seconds = divmod(round(seconds), 60)
+  hours, minutes = divmod(minutes, 60)
+  return f"{hours}:{minutes:02d}:{seconds:02d}" if hours else f"{minutes}:{seconds:02d}"
+
+
+class ProgressReport(keras.callbacks.Callback):
+  """Progress of a run in training examples, with examples/s, ETA and metrics.
+
+  Stands in for Keras's progress bar (`fit(verbose=0)`), which counts `fit`
+  steps (blocks of `updates_per_call` fused SGD updates) and prints metrics
+  in scientific notation. Writes to `stream` one line for the first epoch,
+  one for each epoch that completes another tenth of the run, and one for
+  the last, so a run of any length prints about a dozen lines (metrics.csv
+  has every epoch). With `live` (a terminal), a status line in between is
+  redrawn after every `fit` step.
+
+  The first metric (the training objective: ELBO, or MCEM's log joint) is
+  in nats; the others follow in brackets, validation's headline at the end.
+  """
+
+  REPORTS_PER_RUN = 10
+
+  def __init__(self, batch_size: int, total_steps: int, steps_per_epoch: int,
+               stream: TextIO, live: bool = False):
+    super().__init__()
+    self.batch_size = batch_size
+    self.total_examples = total_steps * batch_size
+    self.total_epochs = math.ceil(total_steps / steps_per_epoch)
+    self.stream = stream
+    self.live = live
+    self._last_reported = None
+    # (time.perf_counter(), examples seen) when training began, and after
+    # the first `fit` step.
+    self._start = self._warm = None
+
+  def _examples(self) -> int:
+    return int(self.model.optimizer.iterations.numpy()) * self.batch_size
+
+  def _tenth(self, examples: int) -> int:
+    return examples * self.REPORTS_PER_RUN // self.total_examples
+
+  def _rate(self, examples: int) -> float:
+    """Examples per second, from the end of the first `fit` step (which
+    traces and compiles) when there has been training since."""
+    (began, since), now = self._warm or self._start, time.perf_counter()
+    if examples <= since:
+      began, since = self._start
+    return (examples - since) / (now - began) if now > began else 0.0
+
+  def _counts(self, epoch: int, examples: int) -> str:
+    rate = self._rate(examples)
+    remaining = self.total_examples - examples
+    timing = (f"ETA {_duration(remaining / rate)}" if remaining > 0 and rate > 0
+              else f"done in {_duration(time.perf_counter() - self._start[0])}")
+    return (f"epoch {epoch + 1:{len(str(self.total_epochs))}d}/{self.total_epochs}  "
+            f"{examples:{len(f'{self.total_examples:,}')},} examples  "
+            f"{rate:6,.0f} examples/s  {timing}")
+
+  def _metrics(self, logs: dict, prefix: str = "", headline_only: bool = False) -> str:
+    names = [name for name in self.model.metrics_names if prefix + name in logs]
+    if not names:
+      return ""
+    headline, *others = names
+    text = f"{headline} {_fixed_point(logs[prefix + headline])} nats"
+    if others and not headline_only:
+      text += " (" + ", ".join(f"{name} {_fixed_point(logs[prefix + name])}"
+                               for name in others) + ")"
+    return text
+
+  def _write(self, text: str, permanent: bool) -> None:
+    # A live line is redrawn in place; \x1b[K clears what a longer one left.
+    prefix = "\r\x1b[K" if self.live else ""
+    self.stream.write(prefix + text + ("\n" if permanent else ""))
+    self.stream.flush()
+
+  def on_train_begin(self, logs=None):
+    # `train` may call `fit` more than once for one run; time them all.
+    if self._start is None:
+      self._start = time.perf_counter(), self._examples()
+
+  def on_epoch_begin(self, epoch, logs=None):
+    self._epoch = epoch
+
+  def on_train_batch_end(self, batch, logs=None):
+    if self._warm is None:
+      self._warm = time.perf_counter(), self._examples()
+    if self.live:
+      self._write(self._counts(self._epoch, self._examples()), permanent=False)
+
+  def on_epoch_end(self, epoch, logs=None):
+    examples = self._examples()
+    if (self._last_reported is not None and examples < self.total_examples
+        and self._tenth(examples) == self._tenth(self._last_reported)):
+      return
+    self._last_reported = examples
+    logs = logs or {}
+    parts = [self._counts(epoch, examples), self._metrics(logs)]
+    validation = self._metrics(logs, prefix="val_", headline_only=True)
+    if validation:
+      parts.append(f"validation {validation}")
+    self._write("  ".join(part for part in parts if part), permanent=True)

@@ -13,7 +13,7 @@ import re
 
 DATASETS = ("mnist", "frey_face")
 # SGVB estimators A and B (eq. 6, 7) and the k-sample importance-weighted
-# bound of Burda et al. (2015), `vae_tf.estimators`.
+# bound of Burda et al. (2015), `vae_tf.objectives`.
 ESTIMATORS = ("A", "B", "iwae")
 LIKELIHOODS = ("bernoulli", "gaussian")
 BINARIZATIONS = ("dynamic", "static", "none")

@@ -24,7 +24,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from vae_tf import estimators, hmc
+from vae_tf import hmc, objectives
 
 tfd = tfp.distributions
 
@@ -63,7 +63,7 @@ def _build_accumulate(model_ref: weakref.ref) -> Callable:
     # One seed per sample index, so a sample does not depend on its chunk.
     z = tf.map_fn(draw, first_sample + tf.range(num_chunk_samples),
                   fn_output_signature=tf.float32)  # [chunk, batch, latent]
-    log_weights = estimators.log_importance_weights(
+    log_weights = objectives.log_importance_weights(
         x_batch, z, posterior, model.decode, model.prior)  # [chunk, batch]
     chunk_total = tf.reduce_logsumexp(log_weights, axis=0)
     return (tf.reduce_logsumexp(tf.stack([log_total, chunk_total]), axis=0),

@@ -35,7 +35,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from vae_tf import estimators
+from vae_tf import objectives
 from vae_tf.model import VAE
 
 WARMUP_FILE = "tf_serving_warmup_requests"
@@ -144,7 +144,7 @@ def _importance_sampled_scores(model: VAE, x: tf.Tensor, num_samples: tf.Tensor)
     epsilon = _row_normals(row_seeds, [SCORE_CHUNK, model.config.latent_dim],
                            fold_in=first)  # [batch, chunk, Nz]
     z = tf.transpose(mean[:, tf.newaxis] + stddev[:, tf.newaxis] * epsilon, [1, 0, 2])
-    log_weights = estimators.log_importance_weights(
+    log_weights = objectives.log_importance_weights(
         x, z, posterior, model.decode, model.prior)  # [chunk, batch]
     used = (first + tf.range(SCORE_CHUNK))[:, tf.newaxis] < num_samples[tf.newaxis, :]
     chunk_total = tf.reduce_logsumexp(

@@ -1,4 +1,4 @@
-"""The search space of `vae_tf.tuning`: parsing and validating it.
+"""The search space of `vae_tf.tuning`, and its tuners' names: parsing and validating.
 
 Pure Python (no TensorFlow), so a bad search-space file or flag is reported
 before any heavy import.
@@ -18,6 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from vae_tf import config as config_lib
+
+# Search algorithms (KerasTuner's): named here, light to import, for the flags.
+TUNERS = ("hyperband", "bayesian", "random")
 
 DEFAULT_SEARCH_SPACE = {
     "latent_dim": [2, 3, 5, 10, 20, 50, 100, 200],

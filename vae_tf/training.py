@@ -1,14 +1,11 @@
-"""Fitting a VAE with `model.fit`: checkpoints, resumption, logs.
+"""Fitting a VAE with `model.fit` into a run folder, resumably.
 
-State that makes a run resumable lives in `model_dir`:
-  config.json        the model and training configuration (written once);
-  checkpoints/       tf.train.CheckpointManager checkpoints of the model, the
-                     optimizer and the epoch's running metrics;
-  metrics.csv        one row per epoch (Keras CSVLogger);
-  tensorboard/       TensorBoard summaries.
-The number of SGD updates done is the optimizer's `iterations`; the input
-stream is a pure function of it (see `vae_tf.data.pipeline`), so a run killed
-at any point continues from its last checkpoint along the same curve.
+The run folder (`vae_tf.run_folder`) holds the configuration, checkpoints of
+the model, the optimizer and the epoch's running metrics, metrics.csv and
+TensorBoard logs. The number of SGD updates done is the optimizer's
+`iterations`; the input stream is a pure function of it (see
+`vae_tf.data.pipeline`), so a run killed at any point continues from its
+last checkpoint along the same curve.
 
 Under a distribution strategy (`vae_tf.distribute`) the same `fit` runs on
 every worker; `train.batch_size` is per replica, and only the chief writes
@@ -17,12 +14,10 @@ every worker; `train.batch_size` is per replica, and only the chief writes
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import io
-import json
 import os
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -33,60 +28,10 @@ import tensorflow as tf
 
 from vae_tf import config as config_lib
 from vae_tf import callbacks as callbacks_lib
-from vae_tf import distribute, schedules
-from vae_tf.baselines import mcem, wake_sleep
+from vae_tf import distribute, run_folder
 from vae_tf.data import pipeline
+from vae_tf.learners import build_model, make_optimizer  # noqa: F401 (re-exported)
 from vae_tf.model import VAE
-
-CONFIG_FILE = "config.json"
-CHECKPOINT_DIR = "checkpoints"
-METRICS_FILE = "metrics.csv"
-TENSORBOARD_DIR = "tensorboard"
-EXPORT_DIR = "export"
-
-
-class ConfigMismatchError(ValueError):
-  """model_dir holds a run whose settings differ from the requested ones."""
-
-
-def make_optimizer(train: config_lib.TrainConfig,
-                   total_steps: int | None = None) -> keras.optimizers.Optimizer:
-  """The optimizer of `train`, its schedule spanning `total_steps` SGD updates.
-
-  Without `total_steps` (a model loaded for use, not training) the schedule
-  is built over one step: only its kind matters then, since it decides which
-  variables the optimizer checkpoints.
-  """
-  rate = schedules.make_schedule(train, total_steps or 1)
-  if train.optimizer == "adagrad":
-    return keras.optimizers.Adagrad(rate)
-  if train.optimizer == "adam":
-    return keras.optimizers.Adam(rate, beta_1=train.adam_beta1, beta_2=train.adam_beta2,
-                                 epsilon=train.adam_epsilon)
-  return keras.optimizers.SGD(rate)
-
-
-def build_model(model_config: config_lib.ModelConfig, train: config_lib.TrainConfig,
-                strategy: tf.distribute.Strategy | None = None,
-                total_steps: int | None = None) -> VAE:
-  """A compiled model trained by `train.method` whose optimizer slots exist, so
-  checkpoints restore eagerly; its variables belong to `strategy`.
-  `total_steps` is the length of the learning-rate schedule in SGD updates.
-  """
-  strategy = strategy or tf.distribute.get_strategy()
-  keras.utils.set_random_seed(train.seed)  # the initial weights
-  with strategy.scope():
-    if train.method == "wake_sleep":
-      model = wake_sleep.WakeSleep(model_config, seed=train.seed)
-    elif train.method == "mcem":
-      model = mcem.MonteCarloEM(model_config, train.train_examples, seed=train.seed)
-    else:
-      model = VAE(model_config, seed=train.seed)
-    # XLA does not compile the collectives that keep replicas in sync.
-    model.compile(optimizer=make_optimizer(train, total_steps),
-                  jit_compile=not distribute.is_distributed(strategy))
-    model.optimizer.build(model.trainable_variables)
-  return model
 
 
 def fit_updates_per_call(train: config_lib.TrainConfig, num_examples: int,
@@ -102,52 +47,6 @@ def fit_updates_per_call(train: config_lib.TrainConfig, num_examples: int,
   if train.updates_per_call <= steps_per_epoch:
     return train
   return dataclasses.replace(train, updates_per_call=max(1, steps_per_epoch))
-
-
-def write_atomically(path: Path, text: str) -> None:
-  temporary = path.with_name(f".{path.name}.tmp")
-  temporary.write_text(text)
-  os.replace(temporary, path)
-
-
-def write_csv_atomically(path: Path, rows: list[dict]) -> Path:
-  """Rows (dicts with the same keys, None written empty) as CSV, atomically."""
-  buffer = io.StringIO()
-  writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
-  writer.writeheader()
-  writer.writerows(rows)
-  path.parent.mkdir(parents=True, exist_ok=True)
-  write_atomically(path, buffer.getvalue())
-  return path
-
-
-def save_or_check_config(model_dir: Path, model_config: config_lib.ModelConfig,
-                         train: config_lib.TrainConfig) -> None:
-  """Records the run's settings, or refuses to resume a run with other ones.
-
-  `epochs` may change between invocations when the learning rate is
-  constant: it only says where to stop. A schedule spans `epochs`, so then
-  it is part of the run's settings.
-  """
-  path = model_dir / CONFIG_FILE
-  requested = json.loads(config_lib.dumps(model_config, train))
-  if not path.exists():
-    model_dir.mkdir(parents=True, exist_ok=True)
-    write_atomically(path, config_lib.dumps(model_config, train))
-    return
-  # Parsed into the dataclasses, so settings added since the run was saved
-  # compare at their defaults.
-  saved = json.loads(config_lib.dumps(*load_configs(model_dir)))
-  differences = [
-      f"{section}.{key}: saved {saved[section].get(key)!r}, requested {value!r}"
-      for section in ("model", "train") for key, value in requested[section].items()
-      if (key != "epochs" or train.lr_schedule != "constant")
-      and saved[section].get(key) != value
-  ]
-  if differences:
-    raise ConfigMismatchError(
-        f"{model_dir} holds a run with different settings ({'; '.join(differences)}); "
-        "use another --model_dir to start a new run")
 
 
 def make_checkpoint(model: VAE, clock: callbacks_lib.TrainingClock | None = None
@@ -166,19 +65,17 @@ def make_checkpoint(model: VAE, clock: callbacks_lib.TrainingClock | None = None
       optimizer=model.optimizer, **extra)
 
 
-def truncate_metrics(path: Path, steps: int) -> None:
-  """Drops metrics.csv rows logged after the checkpoint being resumed from.
-
-  A run killed between logging an epoch and its next checkpoint repeats that
-  epoch on resumption; without this its row would appear twice.
-  """
-  if not path.exists():
-    return
-  header, *rows = path.read_text().splitlines(keepends=True)
-  column = header.rstrip("\n").split(",").index("steps")
-  kept = [row for row in rows if int(float(row.split(",")[column])) <= steps]
-  if len(kept) < len(rows):
-    write_atomically(path, header + "".join(kept))
+def load_trained_model(model_dir: str | os.PathLike) -> VAE:
+  """The model of `model_dir` at its latest checkpoint."""
+  model_config, train = run_folder.load_configs(model_dir)
+  model = build_model(model_config, train)
+  latest = tf.train.latest_checkpoint(Path(model_dir) / run_folder.CHECKPOINT_DIR)
+  if latest is None:
+    raise FileNotFoundError(f"{model_dir} has no checkpoint yet")
+  # Every variable of the model must be restored; the training clock, which
+  # only training runs keep, is not needed.
+  make_checkpoint(model).restore(latest).assert_existing_objects_matched().expect_partial()
+  return model
 
 
 @dataclasses.dataclass
@@ -208,6 +105,26 @@ def _segments(first_block: int, last_block: int, blocks_per_epoch: int):
     block += length
 
 
+def _blocks_per_epoch(train: config_lib.TrainConfig, num_examples: int,
+                      strategy: tf.distribute.Strategy) -> int:
+  """Checks that `train` can run on `num_examples` under `strategy`; blocks per epoch."""
+  distributed = distribute.is_distributed(strategy)
+  if distributed and train.method != "aevb":
+    raise ValueError(f"distributed training supports method 'aevb' only, not {train.method!r}")
+  if distributed and train.updates_per_call != 1:
+    raise ValueError("distributed training runs one SGD update per call (updates_per_call=1)")
+  global_batch = train.batch_size * strategy.num_replicas_in_sync
+  blocks = pipeline.blocks_per_epoch(num_examples, global_batch, train.updates_per_call)
+  if blocks < 1:
+    raise ValueError(
+        f"{num_examples} training examples do not fill {train.updates_per_call} minibatch(es) "
+        f"of {global_batch}; use more examples or a smaller batch_size / updates_per_call")
+  if train.train_examples not in (None, num_examples):
+    raise ValueError(f"train_examples is {train.train_examples}, but {num_examples} "
+                     "training examples were given")
+  return blocks
+
+
 def train(model_config: config_lib.ModelConfig, train: config_lib.TrainConfig, *,
           train_images: np.ndarray, validation_images: np.ndarray | None,
           model_dir: str | os.PathLike,
@@ -223,46 +140,38 @@ def train(model_config: config_lib.ModelConfig, train: config_lib.TrainConfig, *
   `callbacks` run after the trainer's own (checkpointing, logging).
   Under a distributing `strategy` every worker calls this with the same
   arguments; `train.batch_size` is then the per-replica batch. `clock`, if
-  given, is the run's training clock, so callbacks can read it.
+  given, is the run's training clock, so callbacks can read it. A nonzero
+  `verbose` reports progress on stdout (`callbacks.ProgressReport`; 1 or
+  "auto": redrawn live on a terminal).
   """
   start_time = time.time() if start_time is None else start_time
   strategy = strategy or tf.distribute.get_strategy()
   distributed = distribute.is_distributed(strategy)
   chief = distribute.is_chief(strategy)
-  if distributed and train.method != "aevb":
-    raise ValueError(f"distributed training supports method 'aevb' only, not {train.method!r}")
-  if distributed and train.updates_per_call != 1:
-    raise ValueError("distributed training runs one SGD update per call (updates_per_call=1)")
+  blocks_per_epoch = _blocks_per_epoch(train, len(train_images), strategy)
   global_batch = train.batch_size * strategy.num_replicas_in_sync
   updates_per_call = train.updates_per_call
-  blocks_per_epoch = pipeline.blocks_per_epoch(len(train_images), global_batch,
-                                               updates_per_call)
-  if blocks_per_epoch < 1:
-    raise ValueError(
-        f"{len(train_images)} training examples do not fill {updates_per_call} minibatch(es) "
-        f"of {global_batch}; use more examples or a smaller batch_size / updates_per_call")
   if total_steps is None:
     total_steps = train.epochs * blocks_per_epoch * updates_per_call
   if total_steps % updates_per_call:
     raise ValueError(f"steps ({total_steps}) must be a multiple of updates_per_call "
                      f"({updates_per_call})")
-  if train.train_examples not in (None, len(train_images)):
-    raise ValueError(f"train_examples is {train.train_examples}, but {len(train_images)} "
-                     "training examples were given")
   model_dir = Path(model_dir)
   if chief:
-    save_or_check_config(model_dir, model_config, train)
+    run_folder.save_or_check_config(model_dir, model_config, train)
   schedule_steps = train.epochs * blocks_per_epoch * updates_per_call
   model = build_model(model_config, train, strategy, total_steps=schedule_steps)
   clock = clock or callbacks_lib.TrainingClock()
   checkpoint = make_checkpoint(model, clock)
-  latest = tf.train.latest_checkpoint(model_dir / CHECKPOINT_DIR)
+  latest = tf.train.latest_checkpoint(model_dir / run_folder.CHECKPOINT_DIR)
   if latest:
-    checkpoint.restore(latest).assert_existing_objects_matched()
+    # Every variable of the model must come back; values the model no longer
+    # has (an MCEM run saved with its unused encoder) may stay behind.
+    checkpoint.restore(latest).assert_existing_objects_matched().expect_partial()
   elif train.decoder_bias_from_data:
     model.decoder.init_output_bias(pipeline.flatten(train_images).mean(axis=0) / 255.0)
   # Every worker saves (see vae_tf.distribute); only the chief's saves persist.
-  checkpoint_dir = (model_dir / CHECKPOINT_DIR if chief
+  checkpoint_dir = (model_dir / run_folder.CHECKPOINT_DIR if chief
                     else Path(tempfile.mkdtemp(prefix="vae_tf_worker_checkpoints_")))
   manager = tf.train.CheckpointManager(checkpoint, checkpoint_dir, max_to_keep=3)
 
@@ -274,10 +183,11 @@ def train(model_config: config_lib.ModelConfig, train: config_lib.TrainConfig, *
       validation_images, train.binarization, batch_size=1000)
   loggers = []
   if chief:
-    truncate_metrics(model_dir / METRICS_FILE, done_steps)
+    run_folder.truncate_metrics(model_dir / run_folder.METRICS_FILE, done_steps)
     loggers = [
-        keras.callbacks.CSVLogger(str(model_dir / METRICS_FILE), append=True),
-        keras.callbacks.TensorBoard(str(model_dir / TENSORBOARD_DIR), write_graph=False),
+        keras.callbacks.CSVLogger(str(model_dir / run_folder.METRICS_FILE), append=True),
+        keras.callbacks.TensorBoard(str(model_dir / run_folder.TENSORBOARD_DIR),
+                                    write_graph=False),
     ]
   all_callbacks = [
       callbacks_lib.RestoreEpochMetrics(epoch_metrics),
@@ -286,9 +196,14 @@ def train(model_config: config_lib.ModelConfig, train: config_lib.TrainConfig, *
       callbacks_lib.ProgressFields(global_batch, start_time, clock),
       *loggers,
       callbacks_lib.CheckpointEverySteps(manager, train.checkpoint_every_steps,
-                           blocks_per_epoch * updates_per_call),
+                                         blocks_per_epoch * updates_per_call),
       *callbacks,
   ]
+  if verbose:
+    # In place of Keras's bar, which counts fused blocks of updates.
+    all_callbacks.append(callbacks_lib.ProgressReport(
+        global_batch, total_steps, blocks_per_epoch * updates_per_call, sys.stdout,
+        live=verbose in (1, "auto") and sys.stdout.isatty()))
   history = []
   try:
     for initial_epoch, epochs, steps_per_epoch in _segments(
@@ -309,7 +224,7 @@ def train(model_config: config_lib.ModelConfig, train: config_lib.TrainConfig, *
         stream = make_stream()
       fit = model.fit(stream, initial_epoch=initial_epoch, epochs=epochs,
                       steps_per_epoch=steps_per_epoch, validation_data=validation,
-                      shuffle=False, callbacks=all_callbacks, verbose=verbose)
+                      shuffle=False, callbacks=all_callbacks, verbose=0)
       history.extend(
           {key: values[i] for key, values in fit.history.items()}
           for i in range(len(fit.epoch)))
@@ -317,67 +232,3 @@ def train(model_config: config_lib.ModelConfig, train: config_lib.TrainConfig, *
     if not chief:
       shutil.rmtree(checkpoint_dir, ignore_errors=True)
   return TrainingResult(model, history, done_steps, int(model.optimizer.iterations.numpy()))
-
-
-def load_configs(model_dir: str | os.PathLike) -> tuple[config_lib.ModelConfig,
-                                                        config_lib.TrainConfig]:
-  path = Path(model_dir) / CONFIG_FILE
-  if not path.exists():
-    raise FileNotFoundError(f"{model_dir} holds no trained model ({CONFIG_FILE} is missing)")
-  saved = json.loads(path.read_text())
-  return config_lib.ModelConfig.from_dict(saved["model"]), config_lib.TrainConfig(**saved["train"])
-
-
-def load_trained_model(model_dir: str | os.PathLike) -> VAE:
-  """The model of `model_dir` at its latest checkpoint."""
-  model_config, train = load_configs(model_dir)
-  model = build_model(model_config, train)
-  latest = tf.train.latest_checkpoint(Path(model_dir) / CHECKPOINT_DIR)
-  if latest is None:
-    raise FileNotFoundError(f"{model_dir} has no checkpoint yet")
-  # Every variable of the model must be restored; the training clock, which
-  # only training runs keep, is not needed.
-  make_checkpoint(model).restore(latest).assert_existing_objects_matched().expect_partial()
-  return model
-
-
-def save_artifacts(model: VAE, model_dir: str | os.PathLike, images: np.ndarray,
-                   binarization: str, seed: int = 0) -> list[Path]:
-  """The end-of-training outputs: model.keras and PNGs of samples,
-  reconstructions of `images` and, for a 2-D latent space, the manifold.
-  """
-  from vae_tf import plotting
-
-  model_dir = Path(model_dir)
-  shape = model.config.input_shape
-  written = [
-      plotting.save_image_grid(plotting.prior_samples(model, shape, [seed, 0]),
-                               model_dir / "samples.png", ncols=10, scale=2),
-      plotting.save_image_grid(
-          plotting.reconstructions(model, pipeline.evaluation_array(images[:50], binarization),
-                                   shape),
-          model_dir / "reconstructions.png", ncols=10, scale=2),
-  ]
-  if model.config.latent_dim == 2:
-    written.append(plotting.save_image_grid(plotting.latent_manifold(model, shape),
-                                            model_dir / "manifold.png", ncols=20))
-  saved_model = model_dir / "model.keras"
-  temporary = model_dir / ".model.keras.tmp.keras"
-  model.save(temporary)
-  os.replace(temporary, saved_model)
-  return [*written, saved_model]
-
-
-def export_run(model: VAE, model_dir: str | os.PathLike, export_base: str | None = None,
-               model_name: str | None = None, version: int | None = None) -> Path:
-  """Exports `model`, trained in `model_dir`, as a new SavedModel version.
-
-  The version carries the run's config.json; `export_base` defaults to
-  `<model_dir>/export`.
-  """
-  from vae_tf import export
-
-  model_dir = Path(model_dir)
-  return export.export_saved_model(
-      model, export_base or model_dir / EXPORT_DIR, model_name or export.DEFAULT_MODEL_NAME,
-      version, (model_dir / CONFIG_FILE).read_text())

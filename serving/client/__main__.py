@@ -20,8 +20,7 @@ from typing import Callable
 import numpy as np
 from absl import app, flags
 
-from serving.client import ServingClient, ServingClientError, make_client
-from vae_tf.config import INPUT_SHAPES
+from serving.client import ServingClient, ServingClientError, images, make_client
 
 FLAGS = flags.FLAGS
 
@@ -43,8 +42,9 @@ flags.DEFINE_integer("num_samples", None, "sample: images to draw (default 64); 
                      "importance samples per example (default 1000).", lower_bound=1)
 flags.DEFINE_integer("seed", 0, "sample: seed of the first image; image i has seed + i.",
                      lower_bound=-2**63, upper_bound=2**63 - 1)
-flags.DEFINE_list("image_shape", None, "H,W of the images (default: from the model's input "
-                  "size D, 784 -> 28,28 for MNIST and 560 -> 28,20 for Frey Face).")
+flags.DEFINE_list("image_shape", None, "H,W of the images (default: the most nearly square "
+                  "H,W with H >= W of the model's input size D, 784 -> 28,28 for MNIST and "
+                  "560 -> 28,20 for Frey Face).")
 flags.DEFINE_integer("ncols", None, "Images per row of a PNG grid (default: a square grid).",
                      lower_bound=1)
 flags.DEFINE_integer("scale", 1, "Pixels per image pixel in a PNG grid.", lower_bound=1)
@@ -83,18 +83,15 @@ def _model_sizes(client: ServingClient) -> tuple[int, int]:
                      "decode(z)") from None
 
 
-def _image_shape(event_size: int) -> tuple[int, int] | None:
-  """(H, W) from --image_shape, else the data set whose images have D pixels, else None."""
+def _image_shape(event_size: int) -> tuple[int, int]:
+  """(H, W) from --image_shape, else from the model's input size D."""
   if FLAGS.image_shape:
     height, width = map(int, FLAGS.image_shape)
     if height * width != event_size:
       raise ValueError(f"--image_shape={height},{width} has {height * width} pixels, the model "
                        f"takes {event_size}")
     return height, width
-  for height, width in INPUT_SHAPES.values():
-    if height * width == event_size:
-      return height, width
-  return None
+  return images.likely_image_shape(event_size)
 
 
 def _read_examples(path: str, event_size: int) -> np.ndarray:
@@ -116,18 +113,11 @@ def _read_examples(path: str, event_size: int) -> np.ndarray:
     if not np.all((examples >= 0) & (examples <= 1)):
       raise ValueError(f"{path}: values must lie in [0, 1]")
     return examples
-  from PIL import Image, UnidentifiedImageError
-
-  try:
-    with Image.open(path) as image:
-      pixels = np.asarray(image.convert("L"), dtype=np.float32) / 255.0
-  except (UnidentifiedImageError, OSError):
-    raise ValueError(f"{path}: not a PNG image or .npy array") from None
+  pixels = images.read_greyscale(path)
   expected = _image_shape(event_size)
-  if pixels.shape != expected and not (expected is None and pixels.size == event_size):
-    wanted = f"{expected[0]}x{expected[1]}" if expected else f"{event_size} pixels"
+  if pixels.shape != expected:
     raise ValueError(f"{path}: image is {pixels.shape[0]}x{pixels.shape[1]} (HxW), the model "
-                     f"takes {wanted}")
+                     f"takes {expected[0]}x{expected[1]}")
   return pixels.reshape(1, -1)
 
 
@@ -152,16 +142,12 @@ def _floats(values) -> list[float] | float:
   return [float(str(value)) for value in values]
 
 
-def _save_grid(images: np.ndarray, event_size: int, path: str) -> str:
-  from vae_tf import plotting
-
+def _save_grid(flat_images: np.ndarray, event_size: int, path: str) -> str:
   shape = _image_shape(event_size)
-  if shape is None:
-    raise ValueError(f"cannot tell the image shape for D={event_size}: pass --image_shape=H,W")
-  ncols = FLAGS.ncols or math.ceil(math.sqrt(len(images)))
-  plotting.save_image_grid(images.reshape(len(images), *shape), path, ncols=ncols,
-                           scale=FLAGS.scale)
-  return f"{len(images)} images of {shape[0]}x{shape[1]}, {ncols} per row"
+  ncols = FLAGS.ncols or math.ceil(math.sqrt(len(flat_images)))
+  images.save_grid(flat_images.reshape(len(flat_images), *shape), path, ncols=ncols,
+                   scale=FLAGS.scale)
+  return f"{len(flat_images)} images of {shape[0]}x{shape[1]}, {ncols} per row"
 
 
 def _encode(client: ServingClient, paths: list[str]) -> None:
@@ -203,9 +189,9 @@ def _sample(client: ServingClient, paths: list[str]) -> None:
     raise ValueError("--seed + --num_samples - 1 must fit in an int64")
   parts = [client.sample(min(FLAGS.batch_size, num_samples - start), seed=FLAGS.seed + start)
            for start in range(0, num_samples, FLAGS.batch_size)]
-  images = np.concatenate([part["x"] for part in parts])
+  drawn = np.concatenate([part["x"] for part in parts])
   output = FLAGS.output or "samples.png"
-  summary = _save_grid(images, images.shape[1], output)
+  summary = _save_grid(drawn, drawn.shape[1], output)
   print(f"wrote {output}: {summary}, seeds {FLAGS.seed}..{FLAGS.seed + num_samples - 1}")
 
 
@@ -252,7 +238,7 @@ def _check_arguments(command: str, paths: list[str]) -> None:
 
 
 def main(argv):
-  # TensorFlow (imported by gRPC and PNG grids) would bury a one-line error in start-up chatter.
+  # TensorFlow (imported for gRPC's tensor protos) would bury a one-line error in start-up chatter.
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
   if len(argv) < 2 or argv[1] not in COMMANDS:
     given = f"unknown command {argv[1]!r}" if len(argv) >= 2 else "no command"

@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 from cli_helpers import finish, run, start, stderr_lines
-from vae_tf import reproduction
+from vae_tf.reproduction import budgets
 
 FIGURE_FILES = {
     "figure2": ["figure2.csv", "figure2_final_log_likelihood.csv", "figure2_mnist.png",
@@ -65,7 +65,7 @@ def test_every_figure_writes_csv_plots_and_report(tiny_run):
   assert len(embedded) == 2 + 1 + 2 + 2
   assert all((output_dir / path).exists() for path in embedded)
   assert json.loads((output_dir / "reproduce.json").read_text()) == {
-      "budget": json.loads(json.dumps(dataclasses.asdict(reproduction.BUDGETS["tiny"]))),
+      "budget": json.loads(json.dumps(dataclasses.asdict(budgets.FIGURE_BUDGETS["tiny"]))),
       "seed": 0}
 
 
@@ -167,7 +167,7 @@ def test_bad_arguments_fail_with_one_clear_line(env, tmp_path):
   other_budget = tmp_path / "other_budget"
   other_budget.mkdir()
   (other_budget / "reproduce.json").write_text(json.dumps(
-      {"budget": dataclasses.asdict(reproduction.BUDGETS["small"]), "seed": 0}))
+      {"budget": dataclasses.asdict(budgets.FIGURE_BUDGETS["small"]), "seed": 0}))
   cases = {
       "unknown figure": (["figure9", f"--output_dir={tmp_path / 'a'}"], env,
                          "error: unknown figure 'figure9'; give one or more of figure2, figure3, "

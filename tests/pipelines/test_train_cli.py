@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import tensorflow as tf
 
-from vae_tf import callbacks, schedules, training
+from vae_tf import callbacks, run_folder, schedules, training
 from vae_tf.data import sources
 
 from cli_helpers import TIMEOUT_SECONDS, finish, run, start, stderr_lines
@@ -39,7 +39,7 @@ def last_rows_by_epoch(model_dir: Path) -> dict[int, dict[str, float]]:
   that epoch again; the later row is the one that counts.
   """
   rows = {}
-  with open(model_dir / training.METRICS_FILE) as f:
+  with open(model_dir / run_folder.METRICS_FILE) as f:
     for row in csv.DictReader(f):
       rows[int(row["epoch"])] = {k: float(v) for k, v in row.items()
                                  if k not in callbacks.TIMING_FIELDS}
@@ -177,7 +177,7 @@ def finished_reference(reference) -> tuple[Path, subprocess.CompletedProcess]:
 
 
 def latest_step(model_dir: Path) -> int | None:
-  state = model_dir / training.CHECKPOINT_DIR / "checkpoint"
+  state = model_dir / run_folder.CHECKPOINT_DIR / "checkpoint"
   if not state.exists():
     return None
   match = re.search(r'^model_checkpoint_path: "ckpt-(\d+)"', state.read_text(), re.MULTILINE)
@@ -203,7 +203,7 @@ def test_killed_run_resumes_to_the_same_result(env, tmp_path, reference):
   # Whatever the kill interrupted, the latest checkpoint is whole.
   step = latest_step(model_dir)
   assert 0 < step < TOTAL_STEPS
-  latest = tf.train.latest_checkpoint(model_dir / training.CHECKPOINT_DIR)
+  latest = tf.train.latest_checkpoint(model_dir / run_folder.CHECKPOINT_DIR)
   assert latest.endswith(f"ckpt-{step}")
   restored = training.load_trained_model(model_dir)  # asserts every variable matched
   assert int(restored.optimizer.iterations.numpy()) == step
@@ -230,7 +230,7 @@ def test_killed_run_resumes_to_the_same_result(env, tmp_path, reference):
 
   # Both runs end with the same complete checkpoint and saved model.
   for run_dir in (model_dir, reference_dir):
-    assert tf.train.latest_checkpoint(run_dir / training.CHECKPOINT_DIR).endswith(
+    assert tf.train.latest_checkpoint(run_dir / run_folder.CHECKPOINT_DIR).endswith(
         f"ckpt-{TOTAL_STEPS}")
     assert {"model.keras", "samples.png", "reconstructions.png", "config.json"} <= {
         p.name for p in run_dir.iterdir()}
@@ -266,11 +266,11 @@ def test_evaluate_reports_elbo_and_log_likelihood(env, reference):
 
 def test_training_exports_a_version_and_export_adds_the_next(env, reference):
   model_dir, result = finished_reference(reference)
-  exported = model_dir / training.EXPORT_DIR / "vae"
+  exported = model_dir / run_folder.EXPORT_DIR / "vae"
   assert f"exported {exported / '1'}" in result.stdout
   assert (exported / "1" / "saved_model.pb").exists()
   assert json.loads((exported / "1" / "assets.extra" / "vae_tf_config.json").read_text()) == \
-      json.loads((model_dir / training.CONFIG_FILE).read_text())
+      json.loads((model_dir / run_folder.CONFIG_FILE).read_text())
   again = run("pipelines.export", f"--model_dir={model_dir}", env=env)
   assert again.returncode == 0, again.stderr[-3000:]
   assert again.stdout.strip().endswith(f"exported {exported / '2'}")

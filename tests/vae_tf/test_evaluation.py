@@ -8,7 +8,7 @@ import pytest
 import tensorflow as tf
 from scipy.special import logsumexp
 
-from vae_tf import estimators, evaluation
+from vae_tf import evaluation, objectives
 from vae_tf.config import ModelConfig
 from vae_tf.model import VAE
 
@@ -38,7 +38,7 @@ def make_data(num: int, likelihood: str = "bernoulli", seed: int = 0) -> np.ndar
 def many_sample_elbo(model: VAE, x: np.ndarray, num_samples: int = 5000) -> np.ndarray:
   """Per-example ELBO [N] with negligible Monte Carlo error (estimator B)."""
   x = tf.constant(x)
-  return estimators.sgvb_b(x, model.encode(x), model.decode, model.prior, num_samples,
+  return objectives.sgvb_b(x, model.encode(x), model.decode, model.prior, num_samples,
                            tf.constant([10, 11], tf.int32)).elbo.numpy()
 
 
@@ -85,7 +85,7 @@ def test_one_sample_equals_the_estimator_a_elbo_in_expectation(model, data,
                                                                replicated_estimates):
   one_sample = replicated_estimates[1]
   x = tf.constant(data)
-  estimator_a = estimators.sgvb_a(x, model.encode(x), model.decode, model.prior, 5000,
+  estimator_a = objectives.sgvb_a(x, model.encode(x), model.decode, model.prior, 5000,
                                   tf.constant([12, 13], tf.int32)).elbo.numpy()
   standard_error = one_sample.mean(axis=1).std(ddof=1) / np.sqrt(REPLICATES)
   assert abs(one_sample.mean() - estimator_a.mean()) < 4.0 * standard_error, (
@@ -156,7 +156,7 @@ def fit_encoder(model: VAE, x: np.ndarray, steps: int = 300) -> None:
   def fit():
     for step in tf.range(steps):
       with tf.GradientTape() as tape:
-        terms = estimators.sgvb_b(x, model.encode(x), model.decode, model.prior, 16,
+        terms = objectives.sgvb_b(x, model.encode(x), model.decode, model.prior, 16,
                                   tf.stack([step, 0]))
         loss = -tf.reduce_mean(terms.elbo)
       optimizer.apply(tape.gradient(loss, variables), variables)
@@ -186,7 +186,7 @@ def test_evaluate_elbo(data):
   assert result != evaluation.evaluate_elbo(model, data, batch_size=10, seed=1)
   np.testing.assert_allclose(result["elbo"], result["reconstruction"] - result["kl"], rtol=1e-6)
   # Under B the KL is analytic, so its mean is exact whatever the seed.
-  analytic_kl = estimators.tfd.kl_divergence(model.encode(data), model.prior).numpy().mean()
+  analytic_kl = objectives.tfd.kl_divergence(model.encode(data), model.prior).numpy().mean()
   np.testing.assert_allclose(result["kl"], analytic_kl, rtol=1e-5)
 
 

@@ -8,7 +8,7 @@ import pytest
 import tensorflow as tf
 
 from vae_tf import config as config_lib
-from vae_tf import evaluation, training
+from vae_tf import evaluation, learners
 from vae_tf.data import pipeline, sources
 
 BATCH_SIZE = 100
@@ -29,7 +29,7 @@ def make_model(optimizer: str = "adam", learning_rate: float = 1e-3, weight_deca
       init_stddev=None, weight_decay=weight_decay)
   train_config = config_lib.TrainConfig(optimizer=optimizer, learning_rate=learning_rate,
                                         seed=seed)
-  return training.build_model(model_config, train_config)
+  return learners.build_model(model_config, train_config)
 
 
 def fit(model, batches: np.ndarray) -> dict:

@@ -13,7 +13,7 @@ import pytest
 import tensorflow as tf
 
 from vae_tf import config as config_lib
-from vae_tf import callbacks, evaluation, training
+from vae_tf import callbacks, evaluation, run_folder, training
 from vae_tf.data import pipeline, sources
 
 METRIC_COLUMNS = ("elbo", "reconstruction", "kl", "val_elbo", "val_reconstruction", "val_kl")
@@ -36,7 +36,7 @@ def mnist(tfds_data_dir, shared_data_dir) -> tuple[np.ndarray, np.ndarray]:
 
 
 def read_metrics(model_dir: Path) -> list[dict[str, float]]:
-  with open(model_dir / training.METRICS_FILE) as f:
+  with open(model_dir / run_folder.METRICS_FILE) as f:
     return [{key: float(value) for key, value in row.items()} for row in csv.DictReader(f)]
 
 
@@ -117,7 +117,7 @@ def test_resuming_mid_epoch_is_bit_exact(tmp_path, mnist, uninterrupted):
   # every row at an epoch end matches the uninterrupted run exactly.
   assert [row for row in rows if row["steps"] % STEPS_PER_EPOCH == 0] == expected
   assert [row["steps"] for row in rows if row["steps"] % STEPS_PER_EPOCH] == [50]
-  assert tf.train.latest_checkpoint(tmp_path / training.CHECKPOINT_DIR).endswith(
+  assert tf.train.latest_checkpoint(tmp_path / run_folder.CHECKPOINT_DIR).endswith(
       f"ckpt-{TOTAL_STEPS}")
 
 
@@ -154,11 +154,11 @@ def test_rows_logged_after_the_last_checkpoint_are_not_repeated(
   _, reference_dir = uninterrupted
   model_dir = tmp_path / "run"
   shutil.copytree(reference_dir, model_dir)
-  manager = tf.train.CheckpointManager(tf.train.Checkpoint(), model_dir / training.CHECKPOINT_DIR,
-                                       max_to_keep=None)
+  manager = tf.train.CheckpointManager(tf.train.Checkpoint(),
+                                       model_dir / run_folder.CHECKPOINT_DIR, max_to_keep=None)
   kept = manager.checkpoints[-2]  # ckpt-80, mid-epoch 3, whose row came later
   tf.compat.v1.train.update_checkpoint_state(
-      str(model_dir / training.CHECKPOINT_DIR), kept,
+      str(model_dir / run_folder.CHECKPOINT_DIR), kept,
       all_model_checkpoint_paths=manager.checkpoints[:-1])
   assert len(read_metrics(model_dir)) == 3
 
@@ -170,21 +170,21 @@ def test_rows_logged_after_the_last_checkpoint_are_not_repeated(
 
 def test_resuming_with_other_settings_is_refused(uninterrupted, mnist):
   _, model_dir = uninterrupted
-  saved = (model_dir / training.CONFIG_FILE).read_text()
-  with pytest.raises(training.ConfigMismatchError,
+  saved = (model_dir / run_folder.CONFIG_FILE).read_text()
+  with pytest.raises(run_folder.ConfigMismatchError,
                      match=r"\(model\.latent_dim: saved 5, requested 6\); use another "
                            r"--model_dir to start a new run"):
     run(model_dir, mnist, model_config=dataclasses.replace(RESUME_MODEL, latent_dim=6))
-  with pytest.raises(training.ConfigMismatchError,
+  with pytest.raises(run_folder.ConfigMismatchError,
                      match=r"train\.learning_rate: saved 0\.001, requested 0\.002; "
                            r"train\.seed: saved 0, requested 1\)"):
     run(model_dir, mnist,
         train_config=dataclasses.replace(RESUME_TRAIN, learning_rate=0.002, seed=1))
-  assert (model_dir / training.CONFIG_FILE).read_text() == saved
+  assert (model_dir / run_folder.CONFIG_FILE).read_text() == saved
   assert json.loads(saved) == json.loads(config_lib.dumps(RESUME_MODEL, RESUME_TRAIN))
   # `epochs` only says where to stop, so it may change.
-  training.save_or_check_config(model_dir, RESUME_MODEL,
-                                dataclasses.replace(RESUME_TRAIN, epochs=7))
+  run_folder.save_or_check_config(model_dir, RESUME_MODEL,
+                                  dataclasses.replace(RESUME_TRAIN, epochs=7))
 
 
 def test_steps_must_be_whole_blocks(tmp_path, mnist):
@@ -196,7 +196,7 @@ def test_steps_must_be_whole_blocks(tmp_path, mnist):
 def test_too_few_examples_for_one_block(tmp_path, mnist):
   with pytest.raises(ValueError, match="999 training examples do not fill 10 minibatch"):
     run(tmp_path, (mnist[0][:999], mnist[1]))
-  assert not (tmp_path / training.CONFIG_FILE).exists()
+  assert not (tmp_path / run_folder.CONFIG_FILE).exists()
 
 
 def test_gaussian_decoder_learns_frey_face(tmp_path, tfds_data_dir, shared_data_dir):

@@ -13,29 +13,29 @@ import keras_tuner
 import pytest
 
 from vae_tf import config as config_lib
-from vae_tf import tuning
+from vae_tf.tuning import distributed, hypermodel, tuners
 from vae_tf.search_space import SearchSpaceError, parse_search_space
 
 
-def small_hypermodel(spec: dict) -> tuning.VAEHyperModel:
+def small_hypermodel(spec: dict) -> hypermodel.VAEHyperModel:
   model, train = config_lib.preset("paper", "mnist", 1000)
-  return tuning.VAEHyperModel(model, train, parse_search_space(spec))
+  return hypermodel.VAEHyperModel(model, train, parse_search_space(spec))
 
 
 def test_hypermodel_maps_hyperparameters_onto_the_preset():
-  hypermodel = small_hypermodel({"latent_dim": [2, 5], "hidden_units": [64, 128],
+  search = small_hypermodel({"latent_dim": [2, 5], "hidden_units": [64, 128],
                                  "hidden_layers": [2], "learning_rate": [0.1],
                                  "estimator": ["A"]})
   hp = keras_tuner.HyperParameters()
   hp.values.update({"latent_dim": 5, "hidden_units": 128})
-  model_config, train_config = hypermodel.configs(hp)
+  model_config, train_config = search.configs(hp)
   assert (model_config.latent_dim, model_config.hidden_units, model_config.estimator) == (
       5, (128, 128), "A")
   assert train_config.learning_rate == 0.1
   # What is not searched stays as in the preset.
   assert (model_config.activation, model_config.weight_decay, train_config.optimizer) == (
       "tanh", 1.0 / 1000, "adagrad")
-  model = hypermodel.build(hp)
+  model = search.build(hp)
   assert model.config == model_config
   assert float(model.optimizer.learning_rate.numpy()) == pytest.approx(0.1)
 
@@ -43,12 +43,12 @@ def test_hypermodel_maps_hyperparameters_onto_the_preset():
 def test_the_iwae_bound_and_its_k_are_searchable_under_burdas_schedule():
   model, train = config_lib.preset("iwae_paper", "mnist", 1000)
   train = dataclasses.replace(train, epochs=66)
-  hypermodel = tuning.VAEHyperModel(
+  search = hypermodel.VAEHyperModel(
       model, train, parse_search_space({"estimator": ["B", "iwae"], "num_samples": [1, 5]}),
       num_train_examples=1000)
   hp = keras_tuner.HyperParameters()
   hp.values.update({"estimator": "iwae", "num_samples": 5})
-  built = hypermodel.build(hp)
+  built = search.build(hp)
   assert (built.config.estimator, built.config.num_samples) == ("iwae", 5)
   assert "iwae_bound" in [metric.name for metric in built.metrics]
   # The schedule spans the 66 epochs of 50 minibatches of 20: its first
@@ -62,14 +62,14 @@ def test_the_iwae_bound_and_its_k_are_searchable_under_burdas_schedule():
 
 
 def test_hyperband_refuses_a_space_smaller_than_its_first_round(tmp_path):
-  hypermodel = small_hypermodel({"latent_dim": [2, 3], "hidden_units": [8]})
-  assert tuning.hyperband_first_round(max_epochs=9, factor=3) == 9
+  search = small_hypermodel({"latent_dim": [2, 3], "hidden_units": [8]})
+  assert tuners.hyperband_first_round(max_epochs=9, factor=3) == 9
   with pytest.raises(SearchSpaceError, match="has 2 configuration.* starts 9; .*"
                      "--tuner=random --max_trials=2"):
-    tuning.make_tuner("hyperband", hypermodel, directory=tmp_path, project_name="p",
+    tuners.make_tuner("hyperband", search, directory=tmp_path, project_name="p",
                       max_epochs=9, hyperband_factor=3)
   # One bracket of two at max_epochs=2 fits.
-  tuning.make_tuner("hyperband", hypermodel, directory=tmp_path, project_name="p",
+  tuners.make_tuner("hyperband", search, directory=tmp_path, project_name="p",
                     max_epochs=2, hyperband_factor=3)
 
 
@@ -81,7 +81,7 @@ def test_hyperband_refuses_a_space_smaller_than_its_first_round(tmp_path):
       "KERASTUNER_ORACLE_PORT": "8000"}, "worker"),
 ])
 def test_distributed_role(environ, expected):
-  assert tuning.distributed_role(environ) == expected
+  assert distributed.distributed_role(environ) == expected
 
 
 @pytest.mark.parametrize("environ, message", [
@@ -92,19 +92,19 @@ def test_distributed_role(environ, expected):
 ])
 def test_incomplete_distributed_environment_is_an_error(environ, message):
   with pytest.raises(ValueError, match=message):
-    tuning.distributed_role(environ)
+    distributed.distributed_role(environ)
 
 
 def test_settings_are_written_once_and_checked_after(tmp_path):
   settings = {"search_space": {"latent_dim": [2, 3]}, "base": {"hidden_units": (500,)}}
-  tuning.record_settings(tmp_path, settings)
-  tuning.record_settings(tmp_path, settings)  # the same search: accepted
-  assert json.loads((tmp_path / tuning.SETTINGS_FILE).read_text())["base"] == {
+  tuners.record_settings(tmp_path, settings)
+  tuners.record_settings(tmp_path, settings)  # the same search: accepted
+  assert json.loads((tmp_path / tuners.SETTINGS_FILE).read_text())["base"] == {
       "hidden_units": [500]}
   with pytest.raises(ValueError, match=r"holds a search with other settings \(search_space: "
                      r"saved \{'latent_dim': \[2, 3\]\}, requested \{'latent_dim': \[2, 5\]\}\)"):
-    tuning.record_settings(tmp_path, {**settings, "search_space": {"latent_dim": [2, 5]}})
-  assert [p.name for p in tmp_path.iterdir()] == [tuning.SETTINGS_FILE]
+    tuners.record_settings(tmp_path, {**settings, "search_space": {"latent_dim": [2, 5]}})
+  assert [p.name for p in tmp_path.iterdir()] == [tuners.SETTINGS_FILE]
 
 
 # --- The chief, with KerasTuner's own gRPC client as the workers -----------------
@@ -119,8 +119,8 @@ def free_port() -> int:
 @pytest.fixture
 def chief(tmp_path, monkeypatch):
   """A random-search chief for 3 trials, serving on loopback in a thread."""
-  hypermodel = small_hypermodel({"latent_dim": [2, 3, 5, 10], "hidden_units": [8]})
-  tuner = tuning.make_tuner("random", hypermodel, directory=tmp_path, project_name="p",
+  search = small_hypermodel({"latent_dim": [2, 3, 5, 10], "hidden_units": [8]})
+  tuner = tuners.make_tuner("random", search, directory=tmp_path, project_name="p",
                             max_epochs=1, max_trials=3, max_retries_per_trial=1)
   monkeypatch.setenv("KERASTUNER_ORACLE_IP", "127.0.0.1")
   monkeypatch.setenv("KERASTUNER_ORACLE_PORT", str(free_port()))
@@ -131,7 +131,7 @@ def chief(tmp_path, monkeypatch):
 
     def target():
       try:
-        outcome["result"] = tuning.serve_oracle(tuner, timeout, poll_seconds=0.05)
+        outcome["result"] = distributed.serve_oracle(tuner, timeout, poll_seconds=0.05)
       except BaseException as error:  # re-raised below, in the test's thread
         outcome["error"] = error
 
@@ -188,7 +188,7 @@ def test_a_silent_worker_is_lost_and_its_trial_retried_elsewhere(chief, monkeypa
   assert survivor.create_trial("w1").status == "STOPPED"
   thread.join(timeout=10)
   assert not thread.is_alive()
-  assert outcome["result"] == tuning.ChiefOutcome(finished=True, lost_workers=["w0"])
+  assert outcome["result"] == distributed.ChiefOutcome(finished=True, lost_workers=["w0"])
   assert sorted([abandoned.trial_id, first, last]) == sorted(oracle.trials)
   assert all(trial.status == "COMPLETED" for trial in oracle.trials.values())
 
@@ -197,4 +197,4 @@ def test_the_chief_stops_when_no_worker_comes(chief):
   _, thread, outcome = chief(timeout=0.5)
   thread.join(timeout=10)
   assert not thread.is_alive()
-  assert outcome["result"] == tuning.ChiefOutcome(finished=False, lost_workers=[])
+  assert outcome["result"] == distributed.ChiefOutcome(finished=False, lost_workers=[])

@@ -15,13 +15,12 @@ why MCEM is not an on-line algorithm. One step size, shared by all chains,
 carries over between rounds and keeps adapting, because the target p(z|x)
 moves with every M-step.
 
-`MonteCarloEM` reuses the VAE's training loop (fused blocks, seeds, metric
-trackers, checkpoints): one minibatch of `train_step` is one sampling round,
-so `optimizer.iterations` counts rounds. The VAE's recognition network is
-still built, but frozen and never used: `encode` and `elbo_terms` (hence
-the ELBO, validation in `fit` and the IS estimate) refuse to run, because
-MCEM has no q(z|x). Train it without validation data and score it with
-`vae_tf.evaluation.hmc_marginal_log_likelihood`.
+`MonteCarloEM` is a `Learner` with no recognition model, so it has no
+`encode` and no ELBO: train it without validation data and score it with
+`vae_tf.evaluation.hmc_marginal_log_likelihood`. It shares the other
+learners' training loop (fused blocks, seeds, metric trackers, checkpoints):
+one minibatch of `train_step` is one sampling round, so
+`optimizer.iterations` counts rounds.
 """
 
 from __future__ import annotations
@@ -29,19 +28,16 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from vae_tf import hmc
-from vae_tf.config import ModelConfig
-from vae_tf.model import VAE
+from vae_tf import hmc, networks
+from vae_tf.config import ModelConfig, TrainConfig
+from vae_tf.learner_base import Learner
 
 WEIGHT_UPDATES_PER_ROUND = 5
 INITIAL_STEP_SIZE = 0.1
 
-_NO_RECOGNITION_MODEL = ("Monte Carlo EM has no recognition model q(z|x); score it with "
-                         "vae_tf.evaluation.hmc_marginal_log_likelihood")
-
 
 @keras.saving.register_keras_serializable(package="vae_tf")
-class MonteCarloEM(VAE):
+class MonteCarloEM(Learner):
   """MCEM on the VAE's generative network, one persistent HMC chain per training example."""
 
   needs_example_indices = True
@@ -49,8 +45,6 @@ class MonteCarloEM(VAE):
   def __init__(self, config: ModelConfig, num_train_examples: int, seed: int = 0, **kwargs):
     super().__init__(config, seed=seed, **kwargs)
     self.num_train_examples = num_train_examples
-    # Only the generative weights are fitted (and decayed).
-    self.encoder.trainable = False
     # Created outside the model's name scope, so their paths (the checkpoint
     # keys of `vae_tf.training`) do not depend on the model's unique name.
     self.latent_chains = keras.Variable(
@@ -61,15 +55,21 @@ class MonteCarloEM(VAE):
     self.acceptance_tracker = keras.metrics.Mean(name="acceptance")
     self.step_size_tracker = keras.metrics.Mean(name="step_size")
 
+  @classmethod
+  def for_training(cls, config: ModelConfig, train: TrainConfig) -> MonteCarloEM:
+    return cls(config, train.train_examples, seed=train.seed)
+
+  def _build_networks(self, config: ModelConfig) -> None:
+    # The learners with an encoder create it first, and each initializer
+    # takes the next seed of the run's random stream. Creating one here too,
+    # never built or kept, starts all three learners from the same p(x|z)
+    # at the same seed.
+    networks.make_encoder(config)
+    super()._build_networks(config)
+
   @property
   def metrics(self):
     return [self.log_joint_tracker, self.acceptance_tracker, self.step_size_tracker]
-
-  def encode(self, x):
-    raise TypeError(_NO_RECOGNITION_MODEL)
-
-  def elbo_terms(self, x, seed):
-    raise TypeError(_NO_RECOGNITION_MODEL)
 
   def _sgd_update(self, minibatch, seed) -> tf.Tensor:
     """One sampling round on the examples of `minibatch` = (x [M, D], indices [M]).

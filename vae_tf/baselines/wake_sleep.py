@@ -9,10 +9,11 @@ Neither is the ELBO, so it is reported alongside, computed exactly as the VAE
 computes it (same estimator, same metric names), on the minibatch before the
 update: the two learning curves are then directly comparable.
 
-`WakeSleep` subclasses `VAE` and replaces one update only: everything else
-(fused [K, M, D] blocks in `train_step`, `test_step`, `encode`, `decode`,
-`prior`, `elbo_terms`, saving) is the VAE's, so the data pipeline, `fit`
-and `vae_tf.evaluation` work on it unchanged.
+`WakeSleep` is the VAE's sibling (both are `AmortizedLearner`s) and differs
+from it in the update only: everything else (fused [K, M, D] blocks in
+`train_step`, `test_step`, `encode`, `decode`, `prior`, `elbo_terms`,
+saving) is shared, so the data pipeline, `fit` and `vae_tf.evaluation` work
+on it unchanged.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from vae_tf.model import VAE
+from vae_tf.learner_base import AmortizedLearner
 
 
 def _squared_norm(variables) -> tf.Tensor:
@@ -28,7 +29,7 @@ def _squared_norm(variables) -> tf.Tensor:
 
 
 @keras.saving.register_keras_serializable(package="vae_tf")
-class WakeSleep(VAE):
+class WakeSleep(AmortizedLearner):
   """Wake-sleep on the VAE's networks; the update of one minibatch is `_sgd_update`."""
 
   def _penalty(self, variables) -> tf.Tensor:

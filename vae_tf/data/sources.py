@@ -27,10 +27,11 @@ import tensorflow_datasets as tfds
 from tensorflow_datasets.core.download import checksums
 from tensorflow_datasets.core.download.download_manager import NonMatchingChecksumError
 
+from vae_tf import config as config_lib
 from vae_tf.data import frey_face  # noqa: F401  (registers the `frey_face` builder)
 
 DEFAULT_MANUAL_DIR_ENV = "VAE_TF_MANUAL_DIR"
-DATASETS = ("mnist", "frey_face")
+DATASETS = config_lib.DATASETS
 SPLITS = ("train", "test")
 # Training images held out (from the end of `train`) for validation. MNIST's
 # usual 50k/10k; Frey Face's train split is already in random frame order.

@@ -10,7 +10,7 @@ import pytest
 import tensorflow as tf
 
 from vae_tf import config as config_lib
-from vae_tf import evaluation, hmc, training
+from vae_tf import evaluation, hmc, learner_base, learners, run_folder, training
 from vae_tf.baselines import mcem
 from vae_tf.data import pipeline, sources
 
@@ -47,7 +47,7 @@ def test_rounds_raise_the_log_joint_and_tune_acceptance(trained):
   model_dir, result = trained
   assert isinstance(result.model, mcem.MonteCarloEM)
   assert int(result.model.optimizer.iterations.numpy()) == ROUNDS  # rounds, not weight updates
-  with open(model_dir / training.METRICS_FILE) as f:
+  with open(model_dir / run_folder.METRICS_FILE) as f:
     # Trained without validation data: Keras still writes val_* columns, as NA.
     rows = [{key: float(row[key]) for key in ("log_joint", "acceptance", "step_size")}
             for row in csv.DictReader(f)]
@@ -67,7 +67,7 @@ def test_training_raises_the_marginal_likelihood(trained, train_images):
   x = pipeline.evaluation_array(train_images[:50], "none")
   # Untrained, the N(0, 0.01^2) weights make every pixel's probability
   # about 1/2: log p(x) = 784 log(1/2) = -543 nats, whatever x and z.
-  untrained = training.build_model(*configs())
+  untrained = learners.build_model(*configs())
   np.testing.assert_allclose(hmc.log_joint(untrained, x, tf.zeros([50, 3])).numpy()
                              - untrained.prior.log_prob(tf.zeros([3])).numpy(),
                              784 * np.log(0.5), atol=1.0)
@@ -78,7 +78,7 @@ def test_training_raises_the_marginal_likelihood(trained, train_images):
 
 
 def test_a_round_moves_only_its_examples_chains(train_images):
-  model = training.build_model(*configs())
+  model = learners.build_model(*configs())
   chains = model.latent_chains.numpy()
   indices = np.arange(0, NUM_TRAIN, 5, dtype=np.int32)  # 100 examples
   x = pipeline.evaluation_array(train_images[indices], "none")
@@ -91,10 +91,12 @@ def test_a_round_moves_only_its_examples_chains(train_images):
   assert not np.delete(moved, indices).any()
   assert all(np.abs(v.numpy() - old).max() > 0
              for v, old in zip(model.decoder.trainable_variables, decoder))
-  # The recognition network is not part of MCEM.
-  assert not model.encoder.trainable_variables
-  with pytest.raises(TypeError, match="no recognition model"):
-    model.encode(x)
+  # The recognition network is not part of MCEM: there is none to train or to encode with.
+  assert not isinstance(model, learner_base.AmortizedLearner)
+  assert not hasattr(model, "encoder") and not hasattr(model, "encode")
+  assert not any(v.path.startswith("encoder/") for v in model.variables)
+  with pytest.raises(ValueError, match="no recognition model"):
+    model.test_step(tf.constant(x))  # validation in `fit`
 
 
 def test_resuming_continues_the_same_chains(tmp_path, train_images, trained):

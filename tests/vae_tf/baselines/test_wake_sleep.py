@@ -9,7 +9,7 @@ import pytest
 import tensorflow as tf
 
 from vae_tf import config as config_lib
-from vae_tf import evaluation, training
+from vae_tf import evaluation, learners
 from vae_tf.baselines.wake_sleep import WakeSleep
 from vae_tf.data import pipeline, sources
 
@@ -28,7 +28,7 @@ def make_wake_sleep(init_stddev: float | None) -> WakeSleep:
                                      init_stddev=init_stddev)
   train_config = dataclasses.replace(train_config, method="wake_sleep",
                                      updates_per_call=UPDATES_PER_CALL)
-  return training.build_model(model_config, train_config)
+  return learners.build_model(model_config, train_config)
 
 
 def objectives(model: WakeSleep, held_out: np.ndarray) -> dict[str, float]:

@@ -1,5 +1,7 @@
 """Image grids of samples, reconstructions and learned manifolds (Fig. 4).
 
+Charts of numbers (learning curves) are `vae_tf.curve_charts`.
+
 Images are written with PIL rather than matplotlib figures, so one data pixel
 is one image pixel (times `scale`) and file sizes are exact and predictable.
 """

@@ -1,4 +1,7 @@
-"""Matplotlib charts of numbers (image grids live in `vae_tf.plotting`)."""
+"""Matplotlib charts of numbers: learning curves and search results.
+
+Pictures made of the model's images are `vae_tf.image_grids`.
+"""
 
 from __future__ import annotations
 

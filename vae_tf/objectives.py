@@ -1,6 +1,6 @@
-"""Estimators of the evidence lower bound and of the importance-weighted bound.
+"""The training objectives: SGVB estimators A and B of the ELBO, and the IWAE bound.
 
-All take draws z ~ q(z|x) and return per-example terms:
+Each estimator takes draws z ~ q(z|x) and returns per-example terms:
   A (Kingma & Welling eq. 6): elbo = mean_L [log p(x|z) + log p(z) - log q(z|x)];
   B (eq. 7): elbo = -KL(q(z|x) || p(z)) + mean_L log p(x|z), the KL in closed
      form (Appendix B), which usually has lower variance;
@@ -41,7 +41,7 @@ class IwaeTerms(NamedTuple):
   iwae_bound: tf.Tensor  # [batch], the objective
 
 
-def objective(terms: ElboTerms | IwaeTerms) -> tf.Tensor:
+def training_objective(terms: ElboTerms | IwaeTerms) -> tf.Tensor:
   """The per-example bound that training ascends."""
   return terms.iwae_bound if isinstance(terms, IwaeTerms) else terms.elbo
 

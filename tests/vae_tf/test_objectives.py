@@ -1,4 +1,4 @@
-"""The SGVB estimators A (eq. 6) and B (eq. 7) on a small random VAE."""
+"""SGVB estimators A (eq. 6) and B (eq. 7) and the IWAE bound, on a small random VAE."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from vae_tf import estimators
+from vae_tf import objectives
 from vae_tf.config import ModelConfig
 from vae_tf.model import VAE
 
@@ -51,13 +51,13 @@ def replicated_estimates(model, data):
   x = tf.constant(np.tile(data, (REPLICATES, 1)))
   posterior = model.encode(x)
   seed = tf.constant([3, 4], tf.int32)
-  a = estimators.sgvb_a(x, posterior, model.decode, model.prior, 1, seed)
-  b = estimators.sgvb_b(x, posterior, model.decode, model.prior, 1, seed)
+  a = objectives.sgvb_a(x, posterior, model.decode, model.prior, 1, seed)
+  b = objectives.sgvb_b(x, posterior, model.decode, model.prior, 1, seed)
   return ({k: v.numpy().reshape(REPLICATES, BATCH) for k, v in a._asdict().items()},
           {k: v.numpy().reshape(REPLICATES, BATCH) for k, v in b._asdict().items()})
 
 
-@pytest.mark.parametrize("estimator", [estimators.sgvb_a, estimators.sgvb_b])
+@pytest.mark.parametrize("estimator", [objectives.sgvb_a, objectives.sgvb_b])
 @pytest.mark.parametrize("num_samples", [1, 3])
 @pytest.mark.parametrize("likelihood", ["bernoulli", "gaussian"])
 def test_estimators_return_per_example_terms(estimator, num_samples, likelihood):
@@ -65,7 +65,7 @@ def test_estimators_return_per_example_terms(estimator, num_samples, likelihood)
   x = tf.constant(make_data(5))
   terms = estimator(x, model.encode(x), model.decode, model.prior, num_samples,
                     tf.constant([0, 1], tf.int32))
-  assert isinstance(terms, estimators.ElboTerms)
+  assert isinstance(terms, objectives.ElboTerms)
   for value in terms:
     assert value.shape == (5,)
     assert np.all(np.isfinite(value.numpy()))
@@ -114,7 +114,7 @@ def test_analytic_kl_lowers_the_variance(replicated_estimates):
 
 def test_analytic_kl_matches_monte_carlo(model, data):
   posterior = model.encode(tf.constant(data))
-  analytic = estimators.tfd.kl_divergence(posterior, model.prior).numpy()
+  analytic = objectives.tfd.kl_divergence(posterior, model.prior).numpy()
   z = posterior.sample(20000, seed=tf.constant([7, 8], tf.int32))
   log_ratio = (posterior.log_prob(z) - model.prior.log_prob(z)).numpy()  # [S, BATCH]
   monte_carlo = log_ratio.mean(axis=0)
@@ -130,7 +130,7 @@ def test_analytic_kl_is_the_papers_appendix_b_formula(model, data):
   variance = np.square(posterior.stddev().numpy().astype(np.float64))
   # -D_KL = 1/2 sum_j (1 + log sigma_j^2 - mu_j^2 - sigma_j^2).
   expected = -0.5 * np.sum(1.0 + np.log(variance) - mean**2 - variance, axis=-1)
-  analytic = estimators.tfd.kl_divergence(posterior, model.prior).numpy()
+  analytic = objectives.tfd.kl_divergence(posterior, model.prior).numpy()
   np.testing.assert_allclose(analytic, expected, rtol=1e-4, atol=1e-5)
 
 
@@ -141,23 +141,23 @@ def test_iwae_with_one_sample_is_estimator_a(model, data):
   x = tf.constant(np.tile(data, (50, 1)))
   posterior = model.encode(x)
   seed = tf.constant([9, 10], tf.int32)
-  iwae = estimators.iwae(x, posterior, model.decode, model.prior, 1, seed)
-  a = estimators.sgvb_a(x, posterior, model.decode, model.prior, 1, seed)
+  iwae = objectives.iwae(x, posterior, model.decode, model.prior, 1, seed)
+  a = objectives.sgvb_a(x, posterior, model.decode, model.prior, 1, seed)
   np.testing.assert_allclose(iwae.iwae_bound, a.elbo, rtol=1e-6, atol=1e-5)
-  for field in estimators.ElboTerms._fields:
+  for field in objectives.ElboTerms._fields:
     np.testing.assert_allclose(getattr(iwae, field), getattr(a, field), rtol=1e-6, atol=1e-5)
 
 
 @pytest.mark.parametrize("num_samples", [2, 5, 50])
 def test_iwae_bound_is_at_least_the_elbo_of_the_same_draws(model, data, num_samples):
   x = tf.constant(data)
-  terms = estimators.iwae(x, model.encode(x), model.decode, model.prior, num_samples,
+  terms = objectives.iwae(x, model.encode(x), model.decode, model.prior, num_samples,
                           tf.constant([11, 12], tf.int32))
-  assert isinstance(terms, estimators.IwaeTerms)
+  assert isinstance(terms, objectives.IwaeTerms)
   # log mean exp >= mean (Jensen), draw by draw; equal only if all weights are.
   assert np.all(terms.iwae_bound.numpy() > terms.elbo.numpy())
   np.testing.assert_allclose(terms.elbo, terms.reconstruction - terms.kl, rtol=1e-5, atol=1e-5)
-  assert estimators.objective(terms) is terms.iwae_bound
+  assert objectives.training_objective(terms) is terms.iwae_bound
 
 
 def test_iwae_bound_tightens_with_k(model, data):
@@ -168,7 +168,7 @@ def test_iwae_bound_tightens_with_k(model, data):
   posterior = model.encode(x)
   means, errors = [], []
   for k in (1, 5, 50):
-    bound = estimators.iwae(x, posterior, model.decode, model.prior, k,
+    bound = objectives.iwae(x, posterior, model.decode, model.prior, k,
                             tf.constant([13, k], tf.int32)).iwae_bound.numpy()
     per_replicate = bound.reshape(replicates, BATCH).mean(axis=1)
     means.append(per_replicate.mean())

@@ -1,10 +1,11 @@
-"""The Markdown page of the log-likelihood table (`vae_tf.iwae_table`)."""
+"""iwae_table.md, the page of the log-likelihood table (`iwae_table.py`)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from vae_tf import training
+from vae_tf import run_folder
+from vae_tf.reproduction import budgets as budgets_lib
 
 
 def _row(final: dict) -> str:
@@ -17,8 +18,8 @@ def _row(final: dict) -> str:
           f"{final['evaluation_seconds'] / 60:.1f} |")
 
 
-def write(path: Path, budget, finals: list[dict], command: str, machine: str,
-          seconds: float) -> Path:
+def write(path: Path, budget: budgets_lib.TableBudget, finals: list[dict], command: str,
+          machine: str, seconds: float) -> Path:
   """Writes the table of obtained against published test log p(x)."""
   images = {final["test_images"] for final in finals}
   samples = {final["final_samples"] for final in finals}
@@ -52,5 +53,5 @@ def write(path: Path, budget, finals: list[dict], command: str, machine: str,
       "`iwae_curves.csv`.",
       "",
   ]
-  training.write_atomically(path, "\n".join(lines))
+  run_folder.write_atomically(path, "\n".join(lines))
   return path

@@ -8,7 +8,7 @@ import pytest
 import scipy.stats
 from PIL import Image
 
-from vae_tf import plotting
+from vae_tf import image_grids
 from vae_tf.config import ModelConfig
 from vae_tf.model import VAE
 
@@ -32,8 +32,8 @@ def make_model(latent_dim: int = 2, likelihood: str = "bernoulli") -> VAE:
 def test_save_image_grid_writes_a_png_of_the_expected_size(tmp_path, num, ncols, padding, scale,
                                                            expected_size):
   images = np.random.default_rng(0).random((num, *IMAGE_SHAPE))
-  path = plotting.save_image_grid(images, tmp_path / "sub" / "grid.png", ncols=ncols,
-                                  padding=padding, scale=scale)
+  path = image_grids.save_image_grid(images, tmp_path / "sub" / "grid.png", ncols=ncols,
+                                     padding=padding, scale=scale)
   assert path.read_bytes()[:8] == PNG_SIGNATURE
   with Image.open(path) as image:
     image.verify()
@@ -47,8 +47,8 @@ def test_save_image_grid_places_and_quantises_pixels(tmp_path):
   images = np.zeros((2, *IMAGE_SHAPE))
   images[1] = 1.0
   images[0, 0, 0] = 0.5
-  path = plotting.save_image_grid(images, tmp_path / "grid.png", ncols=2, padding=1,
-                                  pad_value=1.0)
+  path = image_grids.save_image_grid(images, tmp_path / "grid.png", ncols=2, padding=1,
+                                     pad_value=1.0)
   with Image.open(path) as image:
     pixels = np.asarray(image)
   assert pixels.shape == (7 + 2, 2 * 5 + 3)
@@ -60,11 +60,11 @@ def test_save_image_grid_places_and_quantises_pixels(tmp_path):
 
 def test_tile_images_rejects_flat_input():
   with pytest.raises(ValueError):
-    plotting.tile_images(np.zeros((4, 35)), ncols=2)
+    image_grids.tile_images(np.zeros((4, 35)), ncols=2)
 
 
 def test_latent_grid_uses_gaussian_quantiles():
-  grid = plotting.latent_grid(4)
+  grid = image_grids.latent_grid(4)
   values = scipy.stats.norm.ppf([0.125, 0.375, 0.625, 0.875])
   assert grid.shape == (16, 2)
   np.testing.assert_allclose(grid[:4, 0], values, rtol=1e-6)  # z_1 rises along a row
@@ -75,29 +75,29 @@ def test_latent_grid_uses_gaussian_quantiles():
 @pytest.mark.parametrize("likelihood", ["bernoulli", "gaussian"])
 def test_latent_manifold_for_a_two_dimensional_latent(likelihood):
   model = make_model(likelihood=likelihood)
-  manifold = plotting.latent_manifold(model, IMAGE_SHAPE, grid_size=5)
+  manifold = image_grids.latent_manifold(model, IMAGE_SHAPE, grid_size=5)
   assert manifold.shape == (25, *IMAGE_SHAPE)
   assert np.all((manifold >= 0.0) & (manifold <= 1.0))
-  expected = model.decode(plotting.latent_grid(5)).mean().numpy()
+  expected = model.decode(image_grids.latent_grid(5)).mean().numpy()
   np.testing.assert_allclose(manifold.reshape(25, -1), expected, rtol=1e-6)
   assert np.ptp(manifold, axis=0).max() > 1e-3  # the images vary with z
 
 
 def test_latent_manifold_slices_a_larger_latent_space():
   model = make_model(latent_dim=4)
-  manifold = plotting.latent_manifold(model, IMAGE_SHAPE, grid_size=3, latent_dims=(1, 3))
+  manifold = image_grids.latent_manifold(model, IMAGE_SHAPE, grid_size=3, latent_dims=(1, 3))
   z = np.zeros((9, 4), np.float32)
-  z[:, [1, 3]] = plotting.latent_grid(3)
+  z[:, [1, 3]] = image_grids.latent_grid(3)
   expected = model.decode(z).mean().numpy()
   np.testing.assert_allclose(manifold.reshape(9, -1), expected, rtol=1e-6)
   with pytest.raises(ValueError):
-    plotting.latent_manifold(model, IMAGE_SHAPE, latent_dims=(0, 4))
+    image_grids.latent_manifold(model, IMAGE_SHAPE, latent_dims=(0, 4))
 
 
 def test_reconstructions_interleave_rows_of_originals_and_means(tmp_path):
   model = make_model()
   images = np.random.default_rng(1).random((7, *IMAGE_SHAPE)).astype(np.float32)
-  panel = plotting.reconstructions(model, images, IMAGE_SHAPE, ncols=4)
+  panel = image_grids.reconstructions(model, images, IMAGE_SHAPE, ncols=4)
   assert panel.shape == (16, *IMAGE_SHAPE)  # 2 pairs of rows of 4 tiles
   rows = panel.reshape(2, 2, 4, *IMAGE_SHAPE)  # [pair, original/reconstruction, col, H, W]
   np.testing.assert_array_equal(rows[:, 0].reshape(8, *IMAGE_SHAPE)[:7], images)
@@ -106,7 +106,8 @@ def test_reconstructions_interleave_rows_of_originals_and_means(tmp_path):
   np.testing.assert_allclose(rows[:, 1].reshape(8, *IMAGE_SHAPE)[:7], expected, rtol=1e-6)
   np.testing.assert_array_equal(panel[[11, 15]], 0.0)  # the blank last tiles
   # Flat inputs give the same panel, and the panel saves as a grid.
-  np.testing.assert_array_equal(plotting.reconstructions(model, flat, IMAGE_SHAPE, ncols=4), panel)
-  path = plotting.save_image_grid(panel, tmp_path / "reconstructions.png", ncols=4, padding=0)
+  np.testing.assert_array_equal(
+      image_grids.reconstructions(model, flat, IMAGE_SHAPE, ncols=4), panel)
+  path = image_grids.save_image_grid(panel, tmp_path / "reconstructions.png", ncols=4, padding=0)
   with Image.open(path) as image:
     assert image.size == (4 * 5, 4 * 7)

@@ -8,9 +8,10 @@ training images, along a budget's epochs, in its own resumable run folder
 `<output_dir>/runs/<model>/`:
   - curve.csv: test log p(x) (IS, a few hundred samples, a fixed subset of
     test images) and the ELBO of the same draws at log-spaced epochs, with
-    the run's training seconds (`callbacks_lib.TrainingClock`);
+    the run's training seconds (`callbacks.TrainingClock`);
   - final.json: test log p(x) with `final_samples` draws and the ELBO.
-A rerun of a finished budget trains and evaluates nothing. Models train in
+How much to train is a `budgets.TableBudget`. A rerun of a finished budget
+trains and evaluates nothing. Models train in
 parallel processes of one thread each when asked: on 2 cores, two
 single-threaded runs do more examples per second in total than one run on
 both cores (measured: docs/likelihood.md).
@@ -32,100 +33,29 @@ from typing import Callable
 import numpy as np
 
 from vae_tf import callbacks as callbacks_lib
-from vae_tf import charts, config as config_lib, evaluation, iwae_report, training
-from vae_tf.data import pipeline, sources
-from vae_tf.reproduction import CurveRecorder, read_rows, record_budget
+from vae_tf import config as config_lib
+from vae_tf import curve_charts, evaluation, run_folder, training
+from vae_tf.data import pipeline, splits
+from vae_tf.reproduction import budgets as budgets_lib
+from vae_tf.reproduction import curves, iwae_report
 
 RUNS_DIR = "runs"
-BUDGET_FILE = "iwae_table.json"
-CURVE_FILE = "curve.csv"
 FINAL_FILE = "final.json"
 EVALUATION_SEED = 0
 
-# Burda et al. (2015), Table 1, one stochastic layer, MNIST, k=5000 evaluation.
-PUBLISHED = {("A", 1): -86.76, ("A", 5): -86.47, ("A", 50): -86.35,
-             ("iwae", 1): -86.76, ("iwae", 5): -85.54, ("iwae", 50): -84.78}
 COLORS = {"A": "tab:blue", "iwae": "tab:red"}
 
 
-@dataclasses.dataclass(frozen=True)
-class ModelSpec:
-  """One trained model: its objective, k and length."""
-
-  estimator: str  # "A", the VAE's ELBO (Burda's VAE averages k log-weights), or "iwae"
-  num_samples: int
-  epochs: int
-
-  @property
-  def name(self) -> str:
-    return f"{'vae' if self.estimator == 'A' else 'iwae'}_k{self.num_samples}"
-
-  @property
-  def label(self) -> str:
-    return f"{'VAE' if self.estimator == 'A' else 'IWAE'} k={self.num_samples}"
+def load_data(budget: budgets_lib.TableBudget, data_dir: str | None = None,
+              manual_dir: str | None = None) -> splits.Splits:
+  """Burda et al. train on the whole training split: no validation is held out."""
+  return splits.load_splits("mnist", data_dir=data_dir, manual_dir=manual_dir,
+                            hold_out_validation=False, with_test=True,
+                            train_examples=budget.train_examples)
 
 
-@dataclasses.dataclass(frozen=True)
-class Budget:
-  name: str
-  train_examples: int | None  # None: all 60,000, as Burda et al.
-  hidden_units: tuple[int, ...]
-  latent_dim: int
-  batch_size: int
-  models: tuple[ModelSpec, ...]
-  # Learning curves: test log p(x) from curve_samples draws on the first
-  # curve_images test images, at curve_points log-spaced epochs.
-  curve_points: int
-  curve_samples: int
-  curve_images: int
-  # The table: final_samples draws on the first final_images test images.
-  final_samples: int
-  final_images: int
-
-
-BUDGETS = {
-    "tiny": Budget("tiny", train_examples=1_000, hidden_units=(20, 20), latent_dim=5,
-                   batch_size=20, models=(ModelSpec("A", 1, 3), ModelSpec("iwae", 5, 3)),
-                   curve_points=2, curve_samples=10, curve_images=50, final_samples=50,
-                   final_images=100),
-    # About 15 minutes on 2 cores.
-    "small": Budget("small", train_examples=None, hidden_units=(200, 200), latent_dim=50,
-                    batch_size=100, models=(ModelSpec("A", 1, 60), ModelSpec("iwae", 5, 20)),
-                    curve_points=6, curve_samples=100, curve_images=1_000, final_samples=5_000,
-                    final_images=1_000),
-    # At most 2 hours of training on 2 cores, the two models side by side:
-    # equal time, so the VAE gets about 3 times the IWAE's epochs.
-    "medium": Budget("medium", train_examples=None, hidden_units=(200, 200), latent_dim=50,
-                     batch_size=100,
-                     models=(ModelSpec("A", 1, 2_000), ModelSpec("iwae", 5, 650)),
-                     curve_points=12, curve_samples=100, curve_images=1_000,
-                     final_samples=5_000, final_images=10_000),
-    # Burda et al.'s own: minibatches of 20, 3,280 epochs.
-    "paper": Budget("paper", train_examples=None, hidden_units=(200, 200), latent_dim=50,
-                    batch_size=20,
-                    models=(ModelSpec("A", 1, config_lib.BURDA_EPOCHS),
-                            ModelSpec("iwae", 5, config_lib.BURDA_EPOCHS),
-                            ModelSpec("iwae", 50, config_lib.BURDA_EPOCHS)),
-                    curve_points=12, curve_samples=100, curve_images=1_000,
-                    final_samples=5_000, final_images=10_000),
-}
-
-
-@dataclasses.dataclass(frozen=True)
-class Data:
-  train: np.ndarray  # uint8 images
-  test: np.ndarray
-
-
-def load_data(budget: Budget, data_dir: str | None = None,
-              manual_dir: str | None = None) -> Data:
-  train = sources.load_images("mnist", "train", data_dir, manual_dir)
-  return Data(train[:budget.train_examples], sources.load_images("mnist", "test", data_dir,
-                                                                  manual_dir))
-
-
-def run_configs(budget: Budget, spec: ModelSpec, num_train: int,
-                seed: int) -> tuple[config_lib.ModelConfig, config_lib.TrainConfig]:
+def run_configs(budget: budgets_lib.TableBudget, spec: budgets_lib.ModelSpec,
+                num_train: int, seed: int) -> tuple[config_lib.ModelConfig, config_lib.TrainConfig]:
   model, train = config_lib.preset("iwae_paper", "mnist", num_train)
   model = dataclasses.replace(model, hidden_units=budget.hidden_units,
                               latent_dim=budget.latent_dim, estimator=spec.estimator,
@@ -135,12 +65,6 @@ def run_configs(budget: Budget, spec: ModelSpec, num_train: int,
   return model, training.fit_updates_per_call(train, num_train)
 
 
-def curve_steps(epochs: int, num_points: int, steps_per_epoch: int) -> list[int]:
-  """SGD steps at whole epochs nearest `num_points` log-spaced epoch counts."""
-  return sorted({int(round(e)) * steps_per_epoch
-                 for e in np.geomspace(1, epochs, num_points)})
-
-
 def _scores(model, x: np.ndarray, num_samples: int) -> dict[str, float]:
   scores = evaluation.importance_sampled_scores(model, x, num_samples=num_samples,
                                                 seed=EVALUATION_SEED)
@@ -148,8 +72,9 @@ def _scores(model, x: np.ndarray, num_samples: int) -> dict[str, float]:
           "test_elbo": float(scores["elbo"].mean())}
 
 
-def run_model(budget: Budget, spec: ModelSpec, output_dir: str | os.PathLike, seed: int = 0,
-              data_dir: str | None = None, manual_dir: str | None = None,
+def run_model(budget: budgets_lib.TableBudget, spec: budgets_lib.ModelSpec,
+              output_dir: str | os.PathLike, seed: int = 0, data_dir: str | None = None,
+              manual_dir: str | None = None,
               log: Callable[[str], None] = lambda message: None) -> dict:
   """Trains (or resumes) one model of the table and evaluates it; returns final.json's row."""
   run_dir = Path(output_dir) / RUNS_DIR / spec.name
@@ -180,8 +105,9 @@ def run_model(budget: Budget, spec: ModelSpec, output_dir: str | os.PathLike, se
         f"(k={budget.curve_samples}, {len(curve_x)} images)")
     return row
 
-  recorder = CurveRecorder(
-      run_dir / CURVE_FILE, curve_steps(spec.epochs, budget.curve_points, steps_per_epoch),
+  recorder = curves.CurveRecorder(
+      run_dir / curves.CURVE_FILE,
+      curves.epoch_steps(spec.epochs, budget.curve_points, steps_per_epoch),
       train_config.batch_size, evaluate)
   log(f"{spec.name}: training {spec.epochs} epochs of {len(data.train)} images")
   result = training.train(model_config, train_config, train_images=data.train,
@@ -200,10 +126,10 @@ def run_model(budget: Budget, spec: ModelSpec, output_dir: str | os.PathLike, se
       "training_cpu_seconds": round(float(clock.cpu_seconds.numpy()), 1),
       "final_samples": budget.final_samples, "test_images": len(final_x),
       **_scores(result.model, final_x, budget.final_samples),
-      "published": PUBLISHED.get((spec.estimator, spec.num_samples)),
+      "published": budgets_lib.PUBLISHED.get((spec.estimator, spec.num_samples)),
   }
   final["evaluation_seconds"] = round(time.time() - started, 1)
-  training.write_atomically(final_path, json.dumps(final, indent=2))
+  run_folder.write_atomically(final_path, json.dumps(final, indent=2))
   log(f"{spec.name}: test log p(x) {final['test_log_likelihood']:.2f} nats "
       f"(published {final['published']})")
   return final
@@ -215,7 +141,7 @@ def _single_threaded() -> None:
   tf.config.threading.set_inter_op_parallelism_threads(1)
 
 
-def run_table(budget: Budget, output_dir: str | os.PathLike, *, seed: int = 0,
+def run_table(budget: budgets_lib.TableBudget, output_dir: str | os.PathLike, *, seed: int = 0,
               data_dir: str | None = None, manual_dir: str | None = None,
               parallel_runs: int = 1, command: str = "",
               log: Callable[[str], None] = lambda message: None) -> list[Path]:
@@ -226,7 +152,8 @@ def run_table(budget: Budget, output_dir: str | os.PathLike, *, seed: int = 0,
   """
   output_dir = Path(output_dir)
   load_data(budget, data_dir, manual_dir)  # prepares the data once, before any worker
-  record_budget(output_dir / BUDGET_FILE, budget, seed, "a table")
+  budgets_lib.record_budget(output_dir / budgets_lib.TABLE_BUDGET_FILE, budget, seed,
+                            "a table")
   run = functools.partial(run_model, budget, output_dir=output_dir, seed=seed,
                           data_dir=data_dir, manual_dir=manual_dir, log=log)
   started = time.time()
@@ -237,26 +164,28 @@ def run_table(budget: Budget, output_dir: str | os.PathLike, *, seed: int = 0,
       finals = list(pool.map(run, budget.models))
   else:
     finals = [run(spec) for spec in budget.models]
-  curves = {spec.name: sorted(read_rows(output_dir / RUNS_DIR / spec.name / CURVE_FILE),
-                              key=lambda row: row["steps"])
-            for spec in budget.models}
-  return write_outputs(budget, output_dir, finals, curves, command, time.time() - started)
+  curve_rows = {spec.name: sorted(
+      run_folder.read_csv_rows(output_dir / RUNS_DIR / spec.name / curves.CURVE_FILE),
+      key=lambda row: row["steps"]) for spec in budget.models}
+  return write_outputs(budget, output_dir, finals, curve_rows, command, time.time() - started)
 
 
-def write_outputs(budget: Budget, output_dir: Path, finals: list[dict],
-                  curves: dict[str, list[dict]], command: str, seconds: float) -> list[Path]:
-  curve_rows = [{"model": name, **row} for name, rows in curves.items() for row in rows]
-  written = [training.write_csv_atomically(output_dir / "iwae_table.csv", finals),
-             training.write_csv_atomically(output_dir / "iwae_curves.csv", curve_rows)]
+def write_outputs(budget: budgets_lib.TableBudget, output_dir: Path, finals: list[dict],
+                  curve_rows: dict[str, list[dict]], command: str,
+                  seconds: float) -> list[Path]:
+  rows = [{"model": name, **row} for name, model_rows in curve_rows.items()
+          for row in model_rows]
+  written = [run_folder.write_csv_atomically(output_dir / "iwae_table.csv", finals),
+             run_folder.write_csv_atomically(output_dir / "iwae_curves.csv", rows)]
   for x_key, x_label, file_name in (
       ("epoch", "epochs", "iwae_curves_epochs.png"),
       ("training_seconds", "training seconds (wall-clock)", "iwae_curves_seconds.png"),
       ("training_cpu_seconds", "training CPU seconds", "iwae_curves_cpu_seconds.png")):
-    lines = [charts.Line(spec.label, [row[x_key] for row in curves[spec.name]],
-                         [row["test_log_likelihood"] for row in curves[spec.name]],
-                         COLORS[spec.estimator], "-" if spec.num_samples < 50 else "--")
+    lines = [curve_charts.Line(spec.label, [row[x_key] for row in curve_rows[spec.name]],
+                               [row["test_log_likelihood"] for row in curve_rows[spec.name]],
+                               COLORS[spec.estimator], "-" if spec.num_samples < 50 else "--")
              for spec in budget.models]
-    written.append(charts.save_line_panels(
+    written.append(curve_charts.save_line_panels(
         {f"MNIST test log p(x), budget {budget.name}": lines}, output_dir / file_name,
         xlabel=x_label, ylabel="log p(x) (nats per image)", ncols=1))
   written.append(iwae_report.write(output_dir / "iwae_table.md", budget, finals, command,

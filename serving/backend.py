@@ -1,9 +1,10 @@
-"""What REST and gRPC share: running a checked request on a held servable,
-batched or not, and accounting for it in the metrics."""
+"""What the REST and gRPC front ends share: the models, running a checked
+request on a held servable, batched or not, and accounting for it in the metrics."""
 
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from concurrent import futures
 
@@ -17,7 +18,50 @@ from serving.metrics import ServerMetrics
 from serving.servable import Servable, Signature
 
 
-class ModelService:
+class _CompletionBridge:
+  """Hands results from the batch threads to one event loop, a batch at a time.
+
+  asyncio.wrap_future wakes the loop once per request; here the first result
+  of a batch schedules one callback, and the results that follow while it is
+  pending ride along, so a batch of 64 costs the loop one wake-up, not 64.
+  """
+
+  def __init__(self, loop: asyncio.AbstractEventLoop):
+    self._loop = loop
+    self._lock = threading.Lock()
+    self._done: list[tuple[asyncio.Future, futures.Future]] = []
+
+  def wrap(self, future: futures.Future) -> asyncio.Future:
+    waiter = self._loop.create_future()
+    # A request abandoned before its batch runs (its client went away) leaves the batch.
+    waiter.add_done_callback(lambda w: future.cancel() if w.cancelled() else None)
+    future.add_done_callback(lambda f: self._finished(waiter, f))
+    return waiter
+
+  def _finished(self, waiter: asyncio.Future, future: futures.Future) -> None:
+    with self._lock:
+      self._done.append((waiter, future))
+      first = len(self._done) == 1
+    if first:
+      self._loop.call_soon_threadsafe(self._deliver)
+
+  def _deliver(self) -> None:
+    with self._lock:
+      done, self._done = self._done, []
+    for waiter, future in done:
+      if waiter.done():
+        continue
+      if future.cancelled():
+        waiter.cancel()
+      elif (error := future.exception()) is not None:
+        waiter.set_exception(error)
+      else:
+        waiter.set_result(future.result())
+
+
+class ServingBackend:
+  """The served models, the batch scheduler (if batching) and the metrics, with
+  the predict path both APIs run; one per server process."""
 
   def __init__(self, manager: ModelManager, scheduler: BatchScheduler | None,
                metrics: ServerMetrics, executor: futures.Executor):
@@ -25,6 +69,7 @@ class ModelService:
     self.scheduler = scheduler
     self.metrics = metrics
     self._executor = executor
+    self._bridges: dict[asyncio.AbstractEventLoop, _CompletionBridge] = {}
 
   def _run(self, servable: Servable, signature: Signature, inputs: dict[str, np.ndarray],
            output_names: list[str]) -> dict[str, np.ndarray]:
@@ -48,7 +93,11 @@ class ModelService:
            tuple((name, inputs[name].shape[1:]) for name in sorted(inputs)), tuple(output_names))
     future = self.scheduler.submit(
         key, lambda merged: self._run(servable, signature, merged, output_names), inputs)
-    return await asyncio.wrap_future(future)
+    loop = asyncio.get_running_loop()
+    bridge = self._bridges.get(loop)
+    if bridge is None:
+      bridge = self._bridges[loop] = _CompletionBridge(loop)
+    return await bridge.wrap(future)
 
   def record(self, model_name: str, error: errors.ServingError | None, entrypoint: str,
              started: float) -> None:

@@ -1,0 +1,58 @@
+"""What a pipeline prints: quiet by default, readable progress, INFO on request."""
+
+from __future__ import annotations
+
+import re
+
+from cli_helpers import run
+
+# 1000 MNIST images in blocks of 10 updates of 100: one `fit` step per epoch.
+SHORT_RUN = ("--preset=modern", "--train_examples=1000", "--hidden_units=32", "--latent_dim=2",
+             "--updates_per_call=10")
+# The prefix of an INFO line from absl's Python logging and from TensorFlow's C++.
+PYTHON_INFO = re.compile(r"I\d{4} [\d:.]+ +\d+ \S+\.py:\d+\] ")
+CPP_INFO = re.compile(r"I\d{4} [\d:.]+ +\d+ \S+\.cc:\d+\] ")
+NUMBER = r"-?\d+\.\d{2,4}"  # fixed-point: 2 decimals, 4 below 1
+PROGRESS = re.compile(
+    rf"epoch (?P<epoch>\d)/2 +(?P<examples>[\d,]+) examples +[\d,]+ examples/s +"
+    rf"(?P<timing>ETA \d+:\d\d|done in \d+:\d\d) +elbo {NUMBER} nats "
+    rf"\(reconstruction {NUMBER}, kl {NUMBER}\) +validation elbo {NUMBER} nats")
+
+
+def quiet_env(env: dict[str, str]) -> dict[str, str]:
+  """`env` without settings that would decide the logging for the pipeline."""
+  return {key: value for key, value in env.items()
+          if key not in ("TF_CPP_MIN_LOG_LEVEL", "TF_ENABLED_DEVICE_TYPES",
+                         "VAE_TF_CONSOLE_VERBOSITY")}
+
+
+def test_train_prints_progress_and_no_info_chatter(env, tmp_path):
+  result = run("pipelines.train", *SHORT_RUN, "--epochs=2", f"--model_dir={tmp_path}",
+               env=quiet_env(env))
+
+  assert result.returncode == 0, result.stderr[-3000:]
+  output = result.stdout + result.stderr
+  lines = output.splitlines()
+  assert "cuInit" not in output
+  assert "absl::InitializeLog" not in output
+  assert not [line for line in lines if PYTHON_INFO.match(line) or CPP_INFO.match(line)]
+  # The export at the end of training would log signature renaming at INFO.
+  assert "exported" in result.stdout
+  progress_lines = [line for line in result.stdout.splitlines() if line.startswith("epoch ")]
+  # Keras's bar would show fused blocks as steps and values as 1.2345e+02.
+  assert not re.search(r"\de[+-]\d\d|/step", "\n".join(progress_lines))
+  progress = [PROGRESS.fullmatch(line) for line in progress_lines]
+  assert all(progress), result.stdout
+  assert [(m["epoch"], m["examples"]) for m in progress] == [("1", "1,000"), ("2", "2,000")]
+  assert progress[0]["timing"].startswith("ETA")
+  assert progress[-1]["timing"].startswith("done in")
+
+
+def test_verbosity_zero_brings_info_back(env, tmp_path):
+  result = run("pipelines.train", *SHORT_RUN, "--epochs=1", "--verbosity=0",
+               f"--model_dir={tmp_path}", env=quiet_env(env))
+
+  assert result.returncode == 0, result.stderr[-3000:]
+  lines = result.stderr.splitlines()
+  assert [line for line in lines if PYTHON_INFO.match(line)], result.stderr[-3000:]
+  assert [line for line in lines if CPP_INFO.match(line)], result.stderr[-3000:]

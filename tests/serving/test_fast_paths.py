@@ -1,0 +1,77 @@
+"""The fast paths (orjson, raw tensor buffers) give what the exact paths give."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from serving import json_document, json_response, tensor_protos
+
+BODIES = [
+    b'{"signature_name": "encode", "instances": [[0.5, 1e-05, 0, 1, -0.0]]}',
+    b'{"inputs": {"x": [[0.25, 0.75]], "num_samples": [3]}}',
+    b'{"instances": [{"x": [1, 2]}, {"x": [3, 4]}]}',
+    b'{"instances": [{"x": [1], "x": [2]}]}',  # a repeated key: the first one counts
+    b'{"instances": [[1]], "instances": [[2]]}',
+    b'{"signature_name": "instances", "instances": [[1]]}',  # a key's text as a value
+    b'{"instances": [123456789012345678901234567890]}',  # past 64 bits
+    b'{"instances": [-9223372036854775809, 18446744073709551615]}',
+    b'{"instances": [1e400]}',
+    b'{"instances": [NaN, Infinity]}',
+    b'{"instances": ["caf\\u00e9", "\\ud800"]}',  # escapes, a lone surrogate
+    b'{"instances": ["\xff\xfe"]}',  # not UTF-8
+    b'\xef\xbb\xbf{"instances": [1]}',
+    b'{"instances": [{"b64": "aGk=", "b64": "eA=="}]}',
+]
+
+
+@pytest.mark.parametrize("body", BODIES)
+def test_fast_parse_reads_what_the_exact_parser_reads(body):
+  exact = json_document._DECODER.decode(body.removeprefix(b"\xef\xbb\xbf").decode(
+      "utf-8", "surrogateescape"))
+  parsed = json_document.parse(body)
+  assert json.dumps(parsed, sort_keys=True) == json.dumps(exact, sort_keys=True)
+  assert type(parsed) is type(exact)
+  assert json_document.debug_string(parsed) == json_document.debug_string(exact)
+
+
+@pytest.mark.parametrize("row_format", [True, False])
+@pytest.mark.parametrize("outputs", [
+    {"mean": np.float32([[0.1, -2.5e-7, 3e38]]), "z": np.float32([[1, 2, 3]])},
+    {"elbo": np.float32([-90.5, -100.25]), "log_likelihood": np.float64([-89.0, -99.5])},
+    {"x": np.int64([[2**62, -1]]), "ok": np.bool_([[True, False]])},
+    {"mean": np.float32([[np.nan, np.inf, -np.inf]])},  # JSON's NaN and Infinity literals
+])
+def test_fast_response_reads_back_as_the_exact_one(outputs, row_format):
+  body = json_response.response(outputs, row_format)
+  key = "predictions" if row_format else "outputs"
+  exact = {name: json_response._to_json_value(name, value) for name, value in outputs.items()}
+  expected = next(iter(exact.values())) if len(exact) == 1 else (
+      [dict(zip(exact, row)) for row in zip(*exact.values())] if row_format else exact)
+  # Through dumps, so that NaN compares equal to NaN.
+  assert json.dumps(json.loads(body)) == json.dumps({key: expected})
+  if any(not np.isfinite(v).all() for v in outputs.values() if v.dtype.kind == "f"):
+    assert b"NaN" in body and b"Infinity" in body
+
+
+@pytest.mark.parametrize("array", [
+    np.random.default_rng(0).random((3, 4)).astype(np.float32), np.arange(5, dtype=np.int64),
+    np.zeros((0, 3), np.float64), np.uint8([[1, 2]]), np.array([True, False]),
+    np.float32(3.0).reshape(()), np.array([b"a", b"bc"], dtype=object)])
+def test_tensor_protos_match_tensorflow(array):
+  proto = tensor_protos.to_proto(array)
+  assert proto.SerializeToString() == tf.make_tensor_proto(array).SerializeToString()
+  for source in (proto, tf.make_tensor_proto(array)):
+    back = tensor_protos.to_array(source)
+    assert back.dtype == tf.make_ndarray(source).dtype and back.shape == array.shape
+    np.testing.assert_array_equal(back, array)
+
+
+def test_a_short_tensor_buffer_is_a_value_error():
+  proto = tf.make_tensor_proto(np.zeros((2, 3), np.float32))
+  proto.tensor_content = proto.tensor_content[:-4]
+  with pytest.raises(ValueError):
+    tensor_protos.to_array(proto)

@@ -1,0 +1,39 @@
+"""The one place that reaches into KerasTuner's private API.
+
+KerasTuner's chief (`keras_tuner.Tuner.search` as "chief") waits forever for
+workers that may be gone; ours (`vae_tf.tuning.distributed`) serves the same
+gRPC service itself, so it needs KerasTuner's servicer, its service
+registration and two private fields of the oracle. Hyperband's bracket sizes
+are private too. Pinned by the keras-tuner<1.5 requirement (pyproject.toml);
+tests/vae_tf/test_tuning.py drives every function here.
+"""
+
+from __future__ import annotations
+
+import keras_tuner
+from keras_tuner.src import protos
+from keras_tuner.src.distribute import oracle_chief
+
+# KerasTuner's gRPC servicer of an oracle, to subclass: CreateTrial,
+# UpdateTrial, EndTrial and friends, forwarded to the oracle.
+OracleServicer = oracle_chief.OracleServicer
+
+
+def add_oracle_servicer(servicer: OracleServicer, server) -> None:
+  """Registers `servicer` on a `grpc.Server` as KerasTuner's Oracle service."""
+  protos.get_service_grpc().add_OracleServicer_to_server(servicer, server)
+
+
+def told_workers_to_stop(servicer: OracleServicer) -> bool:
+  """Whether the servicer has answered a worker that the search is over."""
+  return servicer.stop_triggered
+
+
+def has_trials_to_retry(oracle: keras_tuner.Oracle) -> bool:
+  """Whether failed trials wait for a worker to run them again."""
+  return bool(oracle._retry_queue)
+
+
+def hyperband_first_round(oracle: keras_tuner.oracles.HyperbandOracle) -> int:
+  """Configurations `oracle` samples for the first round of its first (largest) bracket."""
+  return oracle._get_size(oracle._get_num_brackets() - 1, 0)
