@@ -25,6 +25,8 @@ server and the targets, and writes results.md and results.json to --output_dir.
 
 from __future__ import annotations
 
+from pipelines import console  # noqa: F401  (first: quiet TensorFlow start-up)
+
 import json
 import os
 import shutil

@@ -11,6 +11,8 @@ the first load, `vae_tf.data.sources`), XLA compilation and these evaluations.
 
 from __future__ import annotations
 
+from pipelines import console  # noqa: F401  (first: quiet TensorFlow start-up)
+
 import time
 
 _PROCESS_START = time.time()

@@ -20,6 +20,8 @@ With --burda_models it also times Burda et al.'s 784-200-200-50 tanh model
 
 from __future__ import annotations
 
+from pipelines import console  # noqa: F401  (first: quiet TensorFlow start-up)
+
 import resource
 import tempfile
 import time

@@ -19,6 +19,8 @@ the workers share its cores.
 
 from __future__ import annotations
 
+from pipelines import console  # noqa: F401  (first: quiet TensorFlow start-up)
+
 import csv
 import json
 import os
