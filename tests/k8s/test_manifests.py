@@ -309,6 +309,9 @@ def test_serving_config_maps_parse_as_tf_serving_protos(built, variant, tf_servi
     assert flags["enable_batching"] == "true", label
     batching = messages["batching_parameters_file"]
     assert batching.max_batch_size.value > 0 and batching.num_batch_threads.value > 0
+    # The cluster batches as `make serve` does (one set of batching defaults).
+    assert batching == text_format.Parse(
+        (REPO_ROOT / "serving" / "batching_parameters.pbtxt").read_text(), type(batching)()), label
     prometheus = messages["monitoring_config_file"].prometheus_config
     assert prometheus.enable, label
     annotations = metadata.get("annotations", {})
