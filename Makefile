@@ -7,11 +7,13 @@ RUN_DIR ?= runs/make_run
 
 .PHONY: run test serve bench reproduce clean image base-image test-image
 
+# pip and the build backend talk a lot; their log is shown only when they fail.
 $(INSTALLED): pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
-	touch $@
+	@echo "installing vae-tf and its dependencies into $(VENV) (log: $(VENV)/install.log)"
+	@$(PYTHON) -m venv $(VENV)
+	@{ $(PY) -m pip install --quiet --upgrade pip && $(PY) -m pip install --quiet -e '.[dev]'; } \
+	  > $(VENV)/install.log 2>&1 || { cat $(VENV)/install.log; exit 1; }
+	@touch $@
 
 # The paper's MNIST model (Nz=20) on a short budget, then test ELBO and
 # importance-sampled log-likelihood. Offline: VAE_TF_MANUAL_DIR=<data folder>.
