@@ -37,8 +37,10 @@ reproduce: $(INSTALLED)
 	$(PY) -m pipelines.reproduce all --budget=$(REPRODUCE_BUDGET) \
 	  --output_dir=runs/reproduce_$(REPRODUCE_BUDGET)
 
+# One pytest worker per core; a file's tests stay on one worker, so its
+# fixtures (trained models, servers) are built once.
 test: $(INSTALLED)
-	$(PY) -m pytest tests -q
+	$(PY) -m pytest tests -q -n auto --dist loadfile
 
 bench: $(INSTALLED)
 	$(PY) -m bench.train_throughput
