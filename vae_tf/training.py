@@ -30,7 +30,7 @@ from vae_tf import config as config_lib
 from vae_tf import callbacks as callbacks_lib
 from vae_tf import distribute, run_folder
 from vae_tf.data import pipeline
-from vae_tf.learners import build_model, make_optimizer  # noqa: F401 (re-exported)
+from vae_tf.learners import build_model
 from vae_tf.model import VAE
 
 

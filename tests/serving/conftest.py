@@ -23,7 +23,7 @@ def mnist_test_x(shared_data_dir, tfds_data_dir) -> np.ndarray:
 def trained_model(shared_data_dir, tfds_data_dir):
   """A small VAE trained for 200 steps on 2,000 real MNIST images."""
   from vae_tf import config as config_lib
-  from vae_tf import training
+  from vae_tf import learners
   from vae_tf.data import pipeline, sources
 
   images = sources.load_images("mnist", "train", tfds_data_dir, str(shared_data_dir))
@@ -31,7 +31,7 @@ def trained_model(shared_data_dir, tfds_data_dir):
   model_config = config_lib.ModelConfig(**{**model_config.to_dict(), "latent_dim": LATENT_DIM,
                                            "hidden_units": (64,),
                                            "input_shape": (28, 28)})
-  model = training.build_model(model_config, train_config)
+  model = learners.build_model(model_config, train_config)
   train_x = pipeline.evaluation_array(images[:2000], "static")
   model.fit(train_x.reshape(20, 100, -1)[np.arange(200) % 20], batch_size=50, epochs=1, verbose=0)
   return model

@@ -25,7 +25,7 @@ import pytest
 import tensorflow as tf
 
 from vae_tf import config as config_lib
-from vae_tf import evaluation, training
+from vae_tf import evaluation, learners
 from vae_tf.data import pipeline, sources
 
 NUM_EXAMPLES = 12
@@ -43,7 +43,7 @@ def model_and_data(tfds_data_dir, shared_data_dir):
   model_config, train_config = config_lib.preset("modern", "mnist", 2000)
   model_config = dataclasses.replace(model_config, latent_dim=2, hidden_units=(64,))
   train_config = dataclasses.replace(train_config, updates_per_call=20, learning_rate=3e-3)
-  model = training.build_model(model_config, train_config)
+  model = learners.build_model(model_config, train_config)
   blocks = pipeline.training_blocks(images[:2000], batch_size=100, updates_per_call=20,
                                     binarization="dynamic", seed=0)
   model.fit(blocks, steps_per_epoch=20, epochs=1, verbose=0)  # 400 SGD updates

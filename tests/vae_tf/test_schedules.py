@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from vae_tf import config as config_lib
-from vae_tf import schedules, training
+from vae_tf import learners, schedules
 
 BURDA = config_lib.TrainConfig(optimizer="adam", learning_rate=1e-3, lr_schedule="burda")
 
@@ -52,7 +52,7 @@ def test_decaying_schedules_end_at_the_final_scale():
 
 def test_the_optimizer_follows_the_schedule():
   model_config = config_lib.ModelConfig(input_shape=(4, 4), latent_dim=2, hidden_units=(8,))
-  model = training.build_model(model_config, BURDA, total_steps=3280)
+  model = learners.build_model(model_config, BURDA, total_steps=3280)
   optimizer = model.optimizer
   assert optimizer.beta_1 == BURDA.adam_beta1 and optimizer.epsilon == BURDA.adam_epsilon
   for step, expected in ((0, 1e-3), (1, 7.2e-4), (3279, 1e-4)):

@@ -13,7 +13,7 @@ import pytest
 import tensorflow as tf
 
 from vae_tf import config as config_lib
-from vae_tf import callbacks, evaluation, run_folder, training
+from vae_tf import callbacks, evaluation, learners, run_folder, training
 from vae_tf.data import pipeline, sources
 
 METRIC_COLUMNS = ("elbo", "reconstruction", "kl", "val_elbo", "val_reconstruction", "val_kl")
@@ -75,7 +75,7 @@ def test_training_raises_the_validation_elbo(tmp_path, mnist):
   model_config = dataclasses.replace(model_config, hidden_units=(256, 256), latent_dim=10)
   train_config = dataclasses.replace(train_config, epochs=10, updates_per_call=10)
   validation = pipeline.evaluation_array(mnist[1], train_config.binarization)
-  untrained = evaluation.evaluate_elbo(training.build_model(model_config, train_config),
+  untrained = evaluation.evaluate_elbo(learners.build_model(model_config, train_config),
                                        validation)["elbo"]
 
   result = run(tmp_path, mnist, model_config=model_config, train_config=train_config)
@@ -209,7 +209,7 @@ def test_gaussian_decoder_learns_frey_face(tmp_path, tfds_data_dir, shared_data_
   # 1565 faces fill 3 blocks of 5 minibatches: 15 Adagrad steps per epoch.
   train_config = dataclasses.replace(train_config, epochs=8, updates_per_call=5)
   validation = pipeline.evaluation_array(validation_images, "none")
-  untrained = evaluation.evaluate_elbo(training.build_model(model_config, train_config),
+  untrained = evaluation.evaluate_elbo(learners.build_model(model_config, train_config),
                                        validation)["elbo"]
 
   result = run(tmp_path, (train_images, validation_images), model_config=model_config,
