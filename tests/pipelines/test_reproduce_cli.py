@@ -178,10 +178,6 @@ def test_bad_arguments_fail_with_one_clear_line(env, tmp_path):
       "bad budget": (["all", "--budget=huge", f"--output_dir={tmp_path / 'c'}"], env,
                      "FATAL Flags parsing error: flag --budget=huge: value should be one of "
                      "<tiny|small|medium|paper>"),
-      "figures have no medium budget": (["figure2", "--budget=medium",
-                                         f"--output_dir={tmp_path / 'e'}"], env,
-                                        "error: the figures have no budget 'medium' yet (only "
-                                        "tiny, small, paper); it applies to iwae_table"),
       "missing data": (["figure5", "--budget=tiny", f"--output_dir={tmp_path / 'd'}"],
                        no_data_env, "error: cannot prepare mnist: "),
       "other budget": (["figure4", "--budget=tiny", f"--output_dir={other_budget}"], env,

@@ -8,6 +8,14 @@ sampling round is one HMC transition of 10 leapfrog steps, whose step size
 TFP's `SimpleStepSizeAdaptation` steers toward 90% acceptance, followed by 5
 weight updates with the acquired sample.
 
+Before the first counted round the chains warm up (Appendix E gives no
+warm-up; without one the first rounds' step size is far from its target):
+HMC transitions at the initial weights, adapting the step size four times as
+fast as the rounds do, until the chains' mean acceptance is within 0.02 of
+90% (at most 100 transitions). No weight moves during the warm-up, so it is
+not charged as examples seen; `warmup_transitions` and `warmup_acceptance`
+record what it took and reached.
+
 Chains persist: every training example keeps its own z from round to round,
 in `latent_chains`, indexed by its position in the training set, so a chain
 picks up where its example's last round left it. This per-example state is
@@ -34,6 +42,10 @@ from vae_tf.learner_base import Learner
 
 WEIGHT_UPDATES_PER_ROUND = 5
 INITIAL_STEP_SIZE = 0.1
+WARMUP_ADAPTATION_RATE = 4 * hmc.ADAPTATION_RATE
+WARMUP_MIN_TRANSITIONS = 10
+WARMUP_MAX_TRANSITIONS = 100
+WARMUP_TOLERANCE = 0.02
 
 
 @keras.saving.register_keras_serializable(package="vae_tf")
@@ -51,6 +63,9 @@ class MonteCarloEM(Learner):
         keras.initializers.RandomNormal(stddev=1.0, seed=seed),  # prior draws
         shape=(num_train_examples, config.latent_dim), trainable=False, name="latent_chains")
     self.step_size = keras.Variable(INITIAL_STEP_SIZE, trainable=False, name="hmc_step_size")
+    self.warmup_transitions = keras.Variable(0, dtype="int32", trainable=False,
+                                             name="warmup_transitions")
+    self.warmup_acceptance = keras.Variable(0.0, trainable=False, name="warmup_acceptance")
     self.log_joint_tracker = keras.metrics.Mean(name="log_joint")
     self.acceptance_tracker = keras.metrics.Mean(name="acceptance")
     self.step_size_tracker = keras.metrics.Mean(name="step_size")
@@ -71,6 +86,41 @@ class MonteCarloEM(Learner):
   def metrics(self):
     return [self.log_joint_tracker, self.acceptance_tracker, self.step_size_tracker]
 
+  def _warm_up(self, x, indices, seed) -> tf.Tensor:
+    """Transitions at fixed weights until the acceptance is near its target;
+    returns how many it took."""
+
+    def transition(i, z, step_size, used_step_size, acceptance):
+      kernel = hmc.adaptive_hmc(lambda z: hmc.log_joint(self, x, z), step_size,
+                                num_adaptation_steps=1, adaptation_rate=WARMUP_ADAPTATION_RATE)
+      z, results = kernel.one_step(z, kernel.bootstrap_results(z),
+                                   seed=tf.random.experimental.stateless_fold_in(seed, i))
+      return (i + 1, z, results.new_step_size, step_size,
+              tf.reduce_mean(hmc.acceptance_probability(results)))
+
+    def adapting(i, z, step_size, used_step_size, acceptance):
+      off_target = tf.abs(acceptance - hmc.TARGET_ACCEPT_PROB) > WARMUP_TOLERANCE
+      return (i < WARMUP_MIN_TRANSITIONS) | ((i < WARMUP_MAX_TRANSITIONS) & off_target)
+
+    step_size = tf.convert_to_tensor(self.step_size)
+    transitions, z, _, used_step_size, acceptance = tf.while_loop(
+        adapting, transition,
+        (tf.constant(0), tf.gather(self.latent_chains, indices), step_size, step_size,
+         tf.constant(0.0)))
+    self.latent_chains.assign(
+        tf.tensor_scatter_nd_update(self.latent_chains, indices[:, tf.newaxis], z))
+    # The step size that reached the acceptance, not the one adapted after it.
+    self.step_size.assign(used_step_size)
+    self.warmup_transitions.assign(transitions)
+    self.warmup_acceptance.assign(acceptance)
+    return transitions
+
+  def sampler_report(self) -> dict[str, float | int]:
+    """The step size and how the warm-up ended, for learning curves."""
+    return {"hmc_step_size": float(self.step_size.numpy()),
+            "warmup_transitions": int(self.warmup_transitions.numpy()),
+            "warmup_acceptance": round(float(self.warmup_acceptance.numpy()), 4)}
+
   def _sgd_update(self, minibatch, seed) -> tf.Tensor:
     """One sampling round on the examples of `minibatch` = (x [M, D], indices [M]).
 
@@ -79,6 +129,9 @@ class MonteCarloEM(Learner):
     """
     x, indices = minibatch
     x = tf.cast(x, tf.float32)
+    warmup_seed, seed = tf.unstack(tf.random.experimental.stateless_split(seed))
+    tf.cond(tf.equal(self.warmup_transitions, 0),
+            lambda: self._warm_up(x, indices, warmup_seed), lambda: tf.constant(0))
     step_size = tf.convert_to_tensor(self.step_size)
     # A fresh kernel each round, started at the stored step size: its one
     # transition adapts, so the step size keeps adapting across rounds.

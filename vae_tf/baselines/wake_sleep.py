@@ -7,7 +7,9 @@ minibatch x takes one step on two objectives, each for one network:
   sleep: z ~ p(z), x ~ p(x|z), ascend log q(z|x) in the recognition weights.
 Neither is the ELBO, so it is reported alongside, computed exactly as the VAE
 computes it (same estimator, same metric names), on the minibatch before the
-update: the two learning curves are then directly comparable.
+update: the two learning curves are then directly comparable. The wake phase
+reads it off its own draws (its log p(x|z) is the ELBO's reconstruction
+term), so reporting it costs no extra pass through the networks.
 
 `WakeSleep` is the VAE's sibling (both are `AmortizedLearner`s) and differs
 from it in the update only: everything else (fused [K, M, D] blocks in
@@ -21,6 +23,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from vae_tf import objectives
 from vae_tf.learner_base import AmortizedLearner
 
 
@@ -37,12 +40,19 @@ class WakeSleep(AmortizedLearner):
     # two phases' penalties is the VAE's `_parameter_penalty`.
     return 0.5 * self.config.weight_decay * _squared_norm(variables)
 
-  def wake_loss(self, x, seed) -> tf.Tensor:
-    """-E_q log p(x, z) per example (+ weight decay) for the generative weights."""
+  def wake_loss(self, x, seed) -> tuple[tf.Tensor, objectives.ElboTerms]:
+    """-E_q log p(x|z) per example (+ weight decay) for the generative weights,
+    and the ELBO's terms at the same draws.
+
+    E_q log p(z), the rest of -E_q log p(x, z), is left out: with the prior
+    fixed, its gradient in the generative weights is zero.
+    """
     # q only proposes the z's here; no gradient reaches the recognition net.
-    z = tf.stop_gradient(self.encode(x).sample(seed=seed))
-    log_joint = self.decode(z).log_prob(x) + self.prior.log_prob(z)
-    return -tf.reduce_mean(log_joint) + self._penalty(self.decoder.trainable_variables)
+    terms = self.estimator(x, self.encoder(x), lambda z: self.decoder(tf.stop_gradient(z)),
+                           self.prior, self.config.num_samples, seed)
+    loss = (-tf.reduce_mean(terms.reconstruction)
+            + self._penalty(self.decoder.trainable_variables))
+    return loss, terms
 
   def sleep_loss(self, batch_size, seed) -> tf.Tensor:
     """-log q(z|x) per example on dreams (z, x) ~ p (+ weight decay), for the recognition weights."""
@@ -55,13 +65,11 @@ class WakeSleep(AmortizedLearner):
 
   def _sgd_update(self, x, seed) -> tf.Tensor:
     x = tf.cast(x, tf.float32)
-    elbo_seed, wake_seed, sleep_seed = tf.unstack(
-        tf.random.experimental.stateless_split(seed, num=3))
-    terms = self.elbo_terms(x, elbo_seed)
+    wake_seed, sleep_seed = tf.unstack(tf.random.experimental.stateless_split(seed))
     generative = self.decoder.trainable_variables
     recognition = self.encoder.trainable_variables
     with tf.GradientTape() as tape:
-      wake = self.wake_loss(x, wake_seed)
+      wake, terms = self.wake_loss(x, wake_seed)
     wake_gradients = tape.gradient(wake, generative)
     with tf.GradientTape() as tape:
       sleep = self.sleep_loss(tf.shape(x)[0], sleep_seed)

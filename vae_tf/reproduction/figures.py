@@ -28,6 +28,7 @@ tests), `small` (every figure in about a quarter of an hour on 2 cores) or
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 from pathlib import Path
 from typing import Callable
@@ -35,19 +36,25 @@ from typing import Callable
 import keras
 import numpy as np
 
+from vae_tf import callbacks as callbacks_lib
 from vae_tf import config as config_lib
 from vae_tf import curve_charts, evaluation, image_grids, run_folder, training
 from vae_tf.data import pipeline, splits
 from vae_tf.reproduction import budgets as budgets_lib
-from vae_tf.reproduction import curves
+from vae_tf.reproduction import curves, workers
 from vae_tf.reproduction.figures_report import DATASET_NAMES, METHOD_NAMES
 
 RUNS_DIR = "runs"
 # Evaluation draws are fixed: a curve point depends on the weights alone.
 EVALUATION_SEED = 0
 
+MCEM_SAMPLER_FIELDS = ("hmc_step_size", "warmup_transitions", "warmup_acceptance")
 METHOD_COLORS = {"aevb": "tab:red", "wake_sleep": "tab:blue", "mcem": "tab:green"}
 SPLIT_LINESTYLES = {"train": "-", "test": "--"}
+
+
+def _no_log(message: str) -> None:
+  del message
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,7 +66,10 @@ class Setup:
   seed: int = 0
   data_dir: str | None = None
   manual_dir: str | None = None
-  log: Callable[[str], None] = lambda message: None
+  log: Callable[[str], None] = _no_log
+  # Runs trained at once by `train_runs`, each in its own single-threaded
+  # process; 1 trains them one after another, in this process.
+  parallel_runs: int = 1
 
   def run_dir(self, spec: RunSpec) -> Path:
     return Path(self.output_dir) / RUNS_DIR / spec.name
@@ -105,10 +115,10 @@ def prepare(setup: Setup, figures: list[str]) -> None:
                             setup.budget, setup.seed, "runs")
 
 
-def run_configs(spec: RunSpec, num_train: int,
-                seed: int) -> tuple[config_lib.ModelConfig, config_lib.TrainConfig]:
+def run_configs(spec: RunSpec, num_train: int, seed: int,
+                init_stddev: float) -> tuple[config_lib.ModelConfig, config_lib.TrainConfig]:
   model, train = config_lib.preset("paper", spec.dataset, num_train)
-  model = dataclasses.replace(model, latent_dim=spec.latent_dim)
+  model = dataclasses.replace(model, latent_dim=spec.latent_dim, init_stddev=init_stddev)
   if spec.hidden_units:
     model = dataclasses.replace(model, hidden_units=(spec.hidden_units,))
   # MCEM is a batch algorithm: a sampling round visits every training example.
@@ -123,19 +133,32 @@ def train_along_schedule(setup: Setup, spec: RunSpec, examples: tuple[int, int],
                          evaluate: curves.Evaluate) -> tuple[keras.Model, list[dict]]:
   """Trains `spec` to the last point of its schedule, evaluating at every point.
 
-  Returns the trained model and the run's curve rows, in order of steps.
+  Every row also holds the run's CPU seconds in training steps so far
+  (`callbacks.TrainingClock`). Returns the trained model and the run's curve
+  rows, in order of steps.
   """
   train_images = setup.data(spec.dataset).train[:spec.train_examples]
-  model_config, train_config = run_configs(spec, len(train_images), setup.seed)
+  model_config, train_config = run_configs(spec, len(train_images), setup.seed,
+                                           setup.budget.init_stddev)
   steps = curves.evaluation_steps(examples, num_points, train_config.batch_size,
                                   train_config.updates_per_call)
   run_dir = setup.run_dir(spec)
+  clock = callbacks_lib.TrainingClock()
+
+  def evaluate_point(model) -> dict:
+    row = {"training_cpu_seconds": round(float(clock.cpu_seconds.numpy()), 1),
+           **evaluate(model)}
+    seen = int(model.optimizer.iterations.numpy()) * train_config.batch_size
+    setup.log(f"{spec.name}: {seen:,} examples seen, {row['training_cpu_seconds']:,.0f} CPU s "
+              "of training")
+    return row
+
   recorder = curves.CurveRecorder(run_dir / curves.CURVE_FILE, steps, train_config.batch_size,
-                                  evaluate)
+                                  evaluate_point)
   # No validation during training: the curve's evaluations replace it.
   result = training.train(model_config, train_config, train_images=train_images,
                           validation_images=None, model_dir=run_dir, total_steps=steps[-1],
-                          verbose=0, callbacks=[recorder])
+                          verbose=0, callbacks=[recorder], clock=clock)
   recorder.record_if_due(result.model)  # a point reached before an interruption
   return result.model, recorder.sorted_rows()
 
@@ -172,6 +195,9 @@ def likelihood_evaluation(setup: Setup, importance_sampling: bool) -> curves.Eva
       row[f"{split}_is_log_likelihood"] = float(evaluation.importance_sampled_log_likelihood(
           model, x, num_samples=budget.is_samples, seed=EVALUATION_SEED).mean()
       ) if importance_sampling else None
+    # MCEM's sampler: its step size, and what its warm-up reached.
+    row.update(model.sampler_report() if hasattr(model, "sampler_report")
+               else dict.fromkeys(MCEM_SAMPLER_FIELDS))
     return row
 
   return evaluate
@@ -193,12 +219,62 @@ def _curve_lines(label: str, color: str, curve: list[dict], column: str) -> list
           for split in ("train", "test")]
 
 
+def _figure2_specs(budget: budgets_lib.FigureBudget) -> list[RunSpec]:
+  return [RunSpec(dataset, latent_dim, method)
+          for dataset, dims in (("mnist", budget.mnist_latent_dims),
+                                ("frey_face", budget.frey_face_latent_dims))
+          for latent_dim in dims for method in ("aevb", "wake_sleep")]
+
+
+def _figure3_specs(budget: budgets_lib.FigureBudget) -> list[RunSpec]:
+  return [RunSpec("mnist", budgets_lib.LIKELIHOOD_LATENT_DIM, method,
+                  budgets_lib.LIKELIHOOD_HIDDEN_UNITS, train_examples)
+          for train_examples in budget.likelihood_train_sizes
+          for method in ("aevb", "wake_sleep", "mcem")]
+
+
+def _figure4_specs(budget: budgets_lib.FigureBudget) -> list[RunSpec]:
+  return [RunSpec(dataset, budgets_lib.MANIFOLD_LATENT_DIM) for dataset in ("frey_face", "mnist")]
+
+
+def _figure5_specs(budget: budgets_lib.FigureBudget) -> list[RunSpec]:
+  return [RunSpec("mnist", latent_dim) for latent_dim in budget.samples_latent_dims]
+
+
+def _has_final_log_likelihood(spec: RunSpec) -> bool:
+  """Figure 2's MNIST AEVB models also get the IS log p(x) published results quote."""
+  return spec.dataset == "mnist" and spec.method == "aevb" and not spec.train_examples
+
+
+def _training_order(spec: RunSpec) -> tuple:
+  """Longest first, roughly: Figure 3's runs (HMC evaluations), MNIST before
+  Frey Face, wake-sleep (two phases) before AEVB, larger Nz first."""
+  return (spec.train_examples is None, spec.dataset != "mnist", spec.method != "wake_sleep",
+          -spec.latent_dim)
+
+
+def _train_one(setup: Setup, spec: RunSpec) -> str:
+  if spec.train_examples:
+    likelihood_run(setup, spec)
+  else:
+    model, curve = lower_bound_run(setup, spec)
+    if _has_final_log_likelihood(spec):
+      _final_log_likelihood(setup, spec, model, curve[-1])
+  return spec.name
+
+
+def train_runs(setup: Setup, figures: list[str]) -> None:
+  """Trains and evaluates every run of `figures`, `setup.parallel_runs` at a
+  time; the figure functions then only read the finished runs."""
+  specs = {spec.name: spec for figure in figures
+           for spec in SPEC_FUNCTIONS[figure](setup.budget)}
+  ordered = sorted(specs.values(), key=_training_order)
+  workers.map_in_processes(functools.partial(_train_one, setup), ordered,
+                           setup.parallel_runs)
+
+
 def figure2(setup: Setup) -> list[Path]:
-  budget = setup.budget
-  specs = [RunSpec(dataset, latent_dim, method)
-           for dataset, dims in (("mnist", budget.mnist_latent_dims),
-                                 ("frey_face", budget.frey_face_latent_dims))
-           for latent_dim in dims for method in ("aevb", "wake_sleep")]
+  specs = _figure2_specs(setup.budget)
   rows, final_rows, panels = [], [], {"mnist": {}, "frey_face": {}}
   for spec in specs:
     model, curve = lower_bound_run(setup, spec)
@@ -208,7 +284,7 @@ def figure2(setup: Setup) -> list[Path]:
         f"{DATASET_NAMES[spec.dataset]}, Nz={spec.latent_dim}", []).extend(
             _curve_lines(METHOD_NAMES[spec.method], METHOD_COLORS[spec.method], curve,
                          "{split}_elbo"))
-    if spec.dataset == "mnist" and spec.method == "aevb":
+    if _has_final_log_likelihood(spec):
       final_rows.append(_final_log_likelihood(setup, spec, model, curve[-1]))
   directory = Path(setup.output_dir) / "figure2"
   written = [run_folder.write_csv_atomically(directory / "figure2.csv", rows),
@@ -246,23 +322,25 @@ def _final_log_likelihood(setup: Setup, spec: RunSpec, model, last: dict) -> dic
   return result
 
 
+def likelihood_run(setup: Setup, spec: RunSpec) -> tuple[keras.Model, list[dict]]:
+  """A run of Figure 3 on its first `spec.train_examples` images, with its log p(x) curve."""
+  setup.log(f"{spec.name}: training and estimating log p(x)")
+  # MCEM has no q(z|x) to draw importance samples from.
+  evaluate = likelihood_evaluation(setup, importance_sampling=spec.method != "mcem")
+  return train_along_schedule(setup, spec, setup.budget.likelihood_examples,
+                              setup.budget.likelihood_points, evaluate)
+
+
 def figure3(setup: Setup) -> list[Path]:
-  budget = setup.budget
   rows, panels = [], {}
-  for train_examples in budget.likelihood_train_sizes:
+  for spec in _figure3_specs(setup.budget):
     lines = panels.setdefault(
-        f"MNIST Nz={budgets_lib.LIKELIHOOD_LATENT_DIM}, N_train={train_examples}", [])
-    for method in ("aevb", "wake_sleep", "mcem"):
-      spec = RunSpec("mnist", budgets_lib.LIKELIHOOD_LATENT_DIM, method,
-                     budgets_lib.LIKELIHOOD_HIDDEN_UNITS, train_examples)
-      setup.log(f"{spec.name}: training and estimating log p(x)")
-      # MCEM has no q(z|x) to draw importance samples from.
-      evaluate = likelihood_evaluation(setup, importance_sampling=method != "mcem")
-      _, curve = train_along_schedule(setup, spec, budget.likelihood_examples,
-                                      budget.likelihood_points, evaluate)
-      rows += [{"train_examples": train_examples, "method": method, **row} for row in curve]
-      lines.extend(_curve_lines(METHOD_NAMES[method], METHOD_COLORS[method], curve,
-                                "{split}_hmc_log_likelihood"))
+        f"MNIST Nz={spec.latent_dim}, N_train={spec.train_examples}", [])
+    _, curve = likelihood_run(setup, spec)
+    rows += [{"train_examples": spec.train_examples, "method": spec.method, **row}
+             for row in curve]
+    lines.extend(_curve_lines(METHOD_NAMES[spec.method], METHOD_COLORS[spec.method], curve,
+                              "{split}_hmc_log_likelihood"))
   directory = Path(setup.output_dir) / "figure3"
   return [run_folder.write_csv_atomically(directory / "figure3.csv", rows),
           curve_charts.save_line_panels(panels, directory / "figure3.png", ncols=2,
@@ -292,8 +370,7 @@ def figure4(setup: Setup) -> list[Path]:
     shape = config_lib.INPUT_SHAPES[spec.dataset]
     return image_grids.latent_manifold(model, shape, grid_size=20), 20
 
-  return _image_figure(setup, "figure4", [RunSpec(dataset, budgets_lib.MANIFOLD_LATENT_DIM)
-                                          for dataset in ("frey_face", "mnist")], manifold)
+  return _image_figure(setup, "figure4", _figure4_specs(setup.budget), manifold)
 
 
 def figure5(setup: Setup) -> list[Path]:
@@ -301,10 +378,10 @@ def figure5(setup: Setup) -> list[Path]:
     shape = config_lib.INPUT_SHAPES[spec.dataset]
     return image_grids.prior_samples(model, shape, [EVALUATION_SEED, 1]), 10
 
-  return _image_figure(setup, "figure5", [RunSpec("mnist", latent_dim)
-                                          for latent_dim in setup.budget.samples_latent_dims],
-                       samples)
+  return _image_figure(setup, "figure5", _figure5_specs(setup.budget), samples)
 
 
+SPEC_FUNCTIONS = {"figure2": _figure2_specs, "figure3": _figure3_specs,
+                  "figure4": _figure4_specs, "figure5": _figure5_specs}
 FIGURE_FUNCTIONS = {"figure2": figure2, "figure3": figure3, "figure4": figure4,
                     "figure5": figure5}

@@ -20,6 +20,10 @@ def write_report(output_dir: Path, budget: budgets_lib.FigureBudget, seed: int,
   sections = [f"# Reproduction of Kingma & Welling (2013), budget `{budget.name}`\n",
               f"Seed {seed}. Written by `python -m pipelines.reproduce`; every number "
               "below comes from the CSV files beside the figures.\n"]
+  if seconds.get("runs") is not None:
+    sections.append(f"This invocation spent {seconds['runs']:.0f} s training and evaluating "
+                    "the runs, side by side; the times per figure below are for drawing "
+                    "them.\n")
   writers = {"figure2": _figure2_section, "figure3": _figure3_section,
              "figure4": _figure4_section, "figure5": _figure5_section}
   for figure in budgets_lib.FIGURES:

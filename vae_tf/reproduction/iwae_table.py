@@ -12,18 +12,14 @@ training images, along a budget's epochs, in its own resumable run folder
   - final.json: test log p(x) with `final_samples` draws and the ELBO.
 How much to train is a `budgets.TableBudget`. A rerun of a finished budget
 trains and evaluates nothing. Models train in
-parallel processes of one thread each when asked: on 2 cores, two
-single-threaded runs do more examples per second in total than one run on
-both cores (measured: docs/likelihood.md).
+parallel processes of one thread each when asked (`workers`).
 """
 
 from __future__ import annotations
 
-import concurrent.futures
 import dataclasses
 import functools
 import json
-import multiprocessing
 import os
 import platform
 import time
@@ -37,7 +33,7 @@ from vae_tf import config as config_lib
 from vae_tf import curve_charts, evaluation, run_folder, training
 from vae_tf.data import pipeline, splits
 from vae_tf.reproduction import budgets as budgets_lib
-from vae_tf.reproduction import curves, iwae_report
+from vae_tf.reproduction import curves, iwae_report, workers
 
 RUNS_DIR = "runs"
 FINAL_FILE = "final.json"
@@ -135,12 +131,6 @@ def run_model(budget: budgets_lib.TableBudget, spec: budgets_lib.ModelSpec,
   return final
 
 
-def _single_threaded() -> None:
-  import tensorflow as tf
-  tf.config.threading.set_intra_op_parallelism_threads(1)
-  tf.config.threading.set_inter_op_parallelism_threads(1)
-
-
 def run_table(budget: budgets_lib.TableBudget, output_dir: str | os.PathLike, *, seed: int = 0,
               data_dir: str | None = None, manual_dir: str | None = None,
               parallel_runs: int = 1, command: str = "",
@@ -157,13 +147,7 @@ def run_table(budget: budgets_lib.TableBudget, output_dir: str | os.PathLike, *,
   run = functools.partial(run_model, budget, output_dir=output_dir, seed=seed,
                           data_dir=data_dir, manual_dir=manual_dir, log=log)
   started = time.time()
-  if parallel_runs > 1:
-    with concurrent.futures.ProcessPoolExecutor(
-        max_workers=min(parallel_runs, len(budget.models)),
-        mp_context=multiprocessing.get_context("spawn"), initializer=_single_threaded) as pool:
-      finals = list(pool.map(run, budget.models))
-  else:
-    finals = [run(spec) for spec in budget.models]
+  finals = workers.map_in_processes(run, budget.models, parallel_runs)
   curve_rows = {spec.name: sorted(
       run_folder.read_csv_rows(output_dir / RUNS_DIR / spec.name / curves.CURVE_FILE),
       key=lambda row: row["steps"]) for spec in budget.models}

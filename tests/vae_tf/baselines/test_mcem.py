@@ -55,10 +55,17 @@ def test_rounds_raise_the_log_joint_and_tune_acceptance(trained):
   # Measured: log p(x, z) -445 nats in the first epoch, -211 in the 8th.
   assert rows[0]["log_joint"] < -350
   assert rows[-1]["log_joint"] > rows[0]["log_joint"] + 150
-  # The step size starts at 0.1, too small for the wide early posteriors, and
-  # grows until about 90% of proposals are accepted.
-  assert rows[0]["acceptance"] > 0.98
-  assert rows[-1]["step_size"] > 1.5 * mcem.INITIAL_STEP_SIZE
+  # The warm-up, before the first counted round, adapts the step size from
+  # 0.1 to the wide posteriors of the initial weights. Measured: 12
+  # transitions, acceptance 0.906, step size 0.82.
+  report = result.model.sampler_report()
+  assert mcem.WARMUP_MIN_TRANSITIONS <= report["warmup_transitions"] < mcem.WARMUP_MAX_TRANSITIONS
+  assert abs(report["warmup_acceptance"] - hmc.TARGET_ACCEPT_PROB) <= mcem.WARMUP_TOLERANCE
+  # The first M-steps sharpen the posteriors, so that step size overshoots
+  # (measured: acceptance 0.41 in the first epoch) until the rounds' slower
+  # adaptation brings it back to the target (0.89 in the 8th).
+  assert rows[0]["step_size"] > 5 * mcem.INITIAL_STEP_SIZE
+  assert rows[0]["acceptance"] < 0.6
   assert abs(rows[-1]["acceptance"] - hmc.TARGET_ACCEPT_PROB) < 0.06
 
 

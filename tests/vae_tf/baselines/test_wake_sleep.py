@@ -34,7 +34,7 @@ def make_wake_sleep(init_stddev: float | None) -> WakeSleep:
 def objectives(model: WakeSleep, held_out: np.ndarray) -> dict[str, float]:
   """The two phases' losses (fixed draws) and the held-out ELBO."""
   seed = tf.constant([1, 2])
-  return {"wake": float(model.wake_loss(tf.constant(held_out[:100]), seed)),
+  return {"wake": float(model.wake_loss(tf.constant(held_out[:100]), seed)[0]),
           "sleep": float(model.sleep_loss(100, seed)),
           "elbo": evaluation.evaluate_elbo(model, held_out)["elbo"]}
 
@@ -71,7 +71,7 @@ def test_each_phase_trains_only_its_own_network(images):
   encoder = [v.numpy() for v in model.encoder.trainable_variables]
   decoder = [v.numpy() for v in model.decoder.trainable_variables]
   with tf.GradientTape(persistent=True) as tape:
-    wake = model.wake_loss(x, tf.constant([3, 4]))
+    wake, _ = model.wake_loss(x, tf.constant([3, 4]))
     sleep = model.sleep_loss(100, tf.constant([5, 6]))
   assert all(g is None for g in tape.gradient(wake, model.encoder.trainable_variables))
   assert all(g is None for g in tape.gradient(sleep, model.decoder.trainable_variables))
