@@ -72,21 +72,22 @@ def main(argv):
   # Heavy imports after the arguments are checked, so mistakes are reported at once.
   from vae_tf.data import sources
   from vae_tf.reproduction import figures_report, iwae_table
+  from vae_tf.reproduction import figure_runs
   from vae_tf.reproduction import figures as figures_lib
 
   output_dir = FLAGS.output_dir or f"runs/reproduce_{FLAGS.budget}"
   seconds = {}
   try:
     if figures:
-      setup = figures_lib.Setup(budgets.FIGURE_BUDGETS[FLAGS.budget], output_dir,
+      setup = figure_runs.Setup(budgets.FIGURE_BUDGETS[FLAGS.budget], output_dir,
                                 seed=FLAGS.seed, data_dir=FLAGS.data_dir,
                                 manual_dir=FLAGS.manual_dir, log=_log,
                                 parallel_runs=FLAGS.parallel_runs)
-      figures_lib.prepare(setup, figures)
+      figure_runs.prepare(setup, figures)
       started = time.time()
       _log(f"training and evaluating the runs of {', '.join(figures)} (budget "
            f"{FLAGS.budget}, {FLAGS.parallel_runs} at a time) in {output_dir}")
-      figures_lib.train_runs(setup, figures)
+      figure_runs.train_runs(setup, figures)
       seconds["runs"] = time.time() - started
       _log(f"runs done in {seconds['runs']:.1f} s")
       for figure in figures:

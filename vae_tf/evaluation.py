@@ -196,12 +196,14 @@ def _build_hmc_estimate(model_ref: weakref.ref) -> Callable:
 
   @tf.function(jit_compile=True)
   def estimate(x_batch, batch_seed, num_chains, num_samples_per_chain, num_burnin_steps,
-               num_leapfrog_steps):
+               num_leapfrog_steps, num_initial_proposals):
     """Appendix D's log p(x) [batch] from one run of the batch's chains."""
     model = model_ref()
+    # [2R, C, batch, latent]
     z = hmc.sample_posterior(model, x_batch, 2 * num_samples_per_chain, num_burnin_steps,
                              batch_seed, num_chains=num_chains,
-                             num_leapfrog_steps=num_leapfrog_steps)  # [2R, C, batch, latent]
+                             num_leapfrog_steps=num_leapfrog_steps,
+                             num_initial_proposals=num_initial_proposals)
     # The first half of every chain fits q(z); the second half is the fresh draws.
     fit, fresh = z[:num_samples_per_chain], z[num_samples_per_chain:]
     q = _fit_gaussian(tf.reshape(fit, [-1, *fit.shape[2:]]))
@@ -227,14 +229,17 @@ def _fit_gaussian(z: tf.Tensor) -> tfd.Distribution:
 def hmc_marginal_log_likelihood(model, x, num_samples_per_chain: int = 250,
                                 num_chains: int = 4, num_burnin_steps: int = 250,
                                 num_leapfrog_steps: int = hmc.NUM_LEAPFROG_STEPS,
+                                num_initial_proposals: int = 1000,
                                 batch_size: int = DEFAULT_BATCH_SIZE,
                                 seed: int = 0) -> np.ndarray:
   """Per-example log p(x) by the paper's estimator for low-dimensional z (Appendix D).
 
   For every datapoint x, with its own independent chains:
     1. draw posterior samples z ~ p(z|x) ∝ p(x|z) p(z) by HMC (`vae_tf.hmc`:
-       `num_leapfrog_steps` leapfrog steps; a per-datapoint step size adapted
-       toward acceptance 0.9 during burn-in, then fixed);
+       chains started at prior draws resampled in proportion to p(x|z)
+       (`hmc.initial_states`); `num_leapfrog_steps` leapfrog steps; a
+       per-datapoint step size adapted toward acceptance 0.9 during burn-in,
+       then fixed);
     2. fit a density q(z) to them: here a Gaussian with their mean and full
        covariance;
     3. draw L fresh posterior samples z_l (the chains run on) and estimate
@@ -250,9 +255,11 @@ def hmc_marginal_log_likelihood(model, x, num_samples_per_chain: int = 250,
     x: flat data [N, D], as a NumPy array or a tensor.
     num_samples_per_chain: R; each of steps 2 and 3 uses L = R * num_chains
       draws per datapoint.
-    num_chains: independent chains per datapoint, started at prior draws.
+    num_chains: independent chains per datapoint.
     num_burnin_steps: HMC transitions discarded before step 1's draws.
     num_leapfrog_steps: leapfrog steps per HMC transition (10 in the paper).
+    num_initial_proposals: prior draws each datapoint's chain starts are
+      resampled from; 0 starts the chains at plain prior draws.
     batch_size: datapoints per compiled call (capped at N); the chains of a
       batch run in parallel.
     seed: the estimate is a deterministic function of `seed` and `batch_size`.
@@ -265,8 +272,10 @@ def hmc_marginal_log_likelihood(model, x, num_samples_per_chain: int = 250,
                       ("batch_size", batch_size)]:
     if value < 1:
       raise ValueError(f"{name} must be >= 1, got {value}")
-  if num_burnin_steps < 0:
-    raise ValueError(f"num_burnin_steps must be >= 0, got {num_burnin_steps}")
+  for name, value in [("num_burnin_steps", num_burnin_steps),
+                      ("num_initial_proposals", num_initial_proposals)]:
+    if value < 0:
+      raise ValueError(f"{name} must be >= 0, got {value}")
   x = _as_matrix(x)
   num_examples = int(x.shape[0])
   if num_examples == 0:
@@ -276,6 +285,6 @@ def hmc_marginal_log_likelihood(model, x, num_samples_per_chain: int = 250,
   results = []
   for index, batch, num_real in _batches(x, min(batch_size, num_examples)):
     values = estimate(batch, _batch_seed(seed, index), num_chains, num_samples_per_chain,
-                      num_burnin_steps, num_leapfrog_steps)
+                      num_burnin_steps, num_leapfrog_steps, num_initial_proposals)
     results.append(values.numpy()[:num_real].astype(np.float64))
   return np.concatenate(results)

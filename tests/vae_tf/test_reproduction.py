@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from vae_tf import run_folder
-from vae_tf.reproduction import budgets, curves, figures
+from vae_tf.reproduction import budgets, curves, figure_runs, figures
 
 
 def test_evaluation_steps_are_whole_blocks_log_spaced_in_examples():
@@ -41,9 +41,9 @@ def test_budgets_read_the_papers_initialisation_as_documented(budget, init_stdde
 @pytest.mark.parametrize("method, batch_size, updates_per_call", [
     ("aevb", 100, 10), ("wake_sleep", 100, 10), ("mcem", 1000, 1)])
 def test_figure3_runs_use_the_paper_settings(method, batch_size, updates_per_call):
-  spec = figures.RunSpec("mnist", 3, method, hidden_units=100, train_examples=1000)
+  spec = figure_runs.RunSpec("mnist", 3, method, hidden_units=100, train_examples=1000)
   assert spec.name == f"mnist_nz3_h100_n1000_{method}"
-  model, train = figures.run_configs(spec, 1000, seed=0, init_stddev=0.1)
+  model, train = figure_runs.run_configs(spec, 1000, seed=0, init_stddev=0.1)
   assert model.latent_dim == 3 and model.hidden_units == (100,)
   assert model.activation == "tanh" and model.init_stddev == 0.1
   assert model.weight_decay == pytest.approx(1 / 1000)

@@ -3,7 +3,10 @@
   budgets.py         how much of each experiment to run, as plain values (no
                      TensorFlow, so the command line checks names at once);
   curves.py          learning curves recorded as training passes their points;
-  figures.py         Kingma & Welling (2013), Figures 2 to 5;
+  workers.py         runs side by side, in single-threaded processes;
+  figure_runs.py     the training runs behind Kingma & Welling's (2013)
+                     Figures 2 to 5, and their learning curves;
+  figures.py         those figures, drawn from the finished runs;
   figures_report.py  report.md of the figures;
   iwae_table.py      Burda et al.'s (2015) MNIST log-likelihoods, obtained
                      against published;

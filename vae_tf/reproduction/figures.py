@@ -1,214 +1,35 @@
-"""Kingma & Welling (2013), Figures 2 to 5, drawn from resumable training runs.
+"""Kingma & Welling (2013), Figures 2 to 5, drawn from finished runs (`figure_runs`).
 
-Every run is a `vae_tf.training` run folder under `<output_dir>/runs/`, with
-the paper's settings (`config.preset("paper")`):
-  Figure 2: the lower bound on train and test images against training
-            examples seen, MNIST Nz in {3, 5, 10, 20, 200} and Frey Face Nz in
-            {2, 5, 10, 20}, AEVB against wake-sleep;
-  Figure 3: log p(x) by the Appendix D estimator against training examples
-            seen, MNIST with Nz = 3 and 100 hidden units on the first 1,000
-            and 50,000 training images, AEVB, wake-sleep and Monte Carlo EM
-            (a batch algorithm: each sampling round covers the whole training
-            set, as in Appendix E); AEVB and wake-sleep also get the IS estimate;
-  Figure 4: decoder means over a 2-D latent grid (Appendix A), MNIST and
-            Frey Face, Nz = 2;
-  Figure 5: decoder means at random z ~ p(z), MNIST, Nz in {2, 5, 10, 20}.
-A run trains once, along its evaluation schedule (points log-spaced in
-training examples seen), and appends one row per point to `<run>/curve.csv`
-as it passes it. Figures 2, 4 and 5 share their full-training-set runs, so
-each run holds its Figure 2 curve whichever figure trained it. Rerunning
-resumes: `training.train` continues from the latest checkpoint and points
-already in curve.csv are not evaluated again.
+  Figure 2: the lower bound against training examples seen, AEVB against
+            wake-sleep, one panel per data set and Nz;
+  Figure 3: log p(x) (Appendix D) against training examples seen, AEVB,
+            wake-sleep and MCEM, one panel per N_train;
+  Figure 4: decoder means over a 2-D latent grid (Appendix A);
+  Figure 5: decoder means at random z ~ p(z).
+Each figure function reads (or, for a run not trained yet, trains) its runs
+and writes CSV files and PNGs under `<output_dir>/<figure>/`.
 
 How much of this to run is a `budgets.FigureBudget`: `tiny` (seconds, for
-tests), `small` (every figure in about a quarter of an hour on 2 cores) or
-`paper` (the paper's 10^8 training examples per curve).
+tests), `small` (every figure in about a quarter of an hour on 2 cores),
+`medium` (10^5 to 10^7 examples per curve) or `paper` (the paper's 10^8).
 """
 
 from __future__ import annotations
 
-import dataclasses
-import functools
-import json
 from pathlib import Path
 from typing import Callable
 
 import keras
 import numpy as np
 
-from vae_tf import callbacks as callbacks_lib
 from vae_tf import config as config_lib
-from vae_tf import curve_charts, evaluation, image_grids, run_folder, training
-from vae_tf.data import pipeline, splits
-from vae_tf.reproduction import budgets as budgets_lib
-from vae_tf.reproduction import curves, workers
+from vae_tf import curve_charts, image_grids, run_folder
+from vae_tf.reproduction import figure_runs as runs_lib
+from vae_tf.reproduction.figure_runs import EVALUATION_SEED, RunSpec, Setup
 from vae_tf.reproduction.figures_report import DATASET_NAMES, METHOD_NAMES
 
-RUNS_DIR = "runs"
-# Evaluation draws are fixed: a curve point depends on the weights alone.
-EVALUATION_SEED = 0
-
-MCEM_SAMPLER_FIELDS = ("hmc_step_size", "warmup_transitions", "warmup_acceptance")
 METHOD_COLORS = {"aevb": "tab:red", "wake_sleep": "tab:blue", "mcem": "tab:green"}
 SPLIT_LINESTYLES = {"train": "-", "test": "--"}
-
-
-def _no_log(message: str) -> None:
-  del message
-
-
-@dataclasses.dataclass(frozen=True)
-class Setup:
-  """Where the figures of one budget go, and what every run shares."""
-
-  budget: budgets_lib.FigureBudget
-  output_dir: Path
-  seed: int = 0
-  data_dir: str | None = None
-  manual_dir: str | None = None
-  log: Callable[[str], None] = _no_log
-  # Runs trained at once by `train_runs`, each in its own single-threaded
-  # process; 1 trains them one after another, in this process.
-  parallel_runs: int = 1
-
-  def run_dir(self, spec: RunSpec) -> Path:
-    return Path(self.output_dir) / RUNS_DIR / spec.name
-
-  def data(self, dataset: str) -> splits.Splits:
-    """Training images (validation held out) and test images; loaded once per process."""
-    return splits.load_splits(dataset, data_dir=self.data_dir, manual_dir=self.manual_dir,
-                              with_test=True)
-
-
-@dataclasses.dataclass(frozen=True)
-class RunSpec:
-  """One training run: the paper's settings for `dataset`, with these changes."""
-
-  dataset: str
-  latent_dim: int
-  method: str = "aevb"
-  hidden_units: int | None = None  # None: the paper's (500 MNIST, 200 Frey Face)
-  train_examples: int | None = None  # None: the whole training set
-
-  @property
-  def name(self) -> str:
-    parts = [self.dataset, f"nz{self.latent_dim}"]
-    if self.hidden_units:
-      parts.append(f"h{self.hidden_units}")
-    if self.train_examples:
-      parts.append(f"n{self.train_examples}")
-    return "_".join([*parts, self.method])
-
-
-def prepare(setup: Setup, figures: list[str]) -> None:
-  """Loads the figures' data sets, then records the budget and seed in the
-  output folder, or refuses a folder that holds other ones.
-
-  Raises:
-    sources.DataUnavailableError: a data set cannot be prepared (nothing is written).
-    budgets.BudgetMismatchError: the output folder holds runs of another budget or seed.
-  """
-  for figure in figures:
-    for dataset in budgets_lib.FIGURE_DATASETS[figure]:
-      setup.data(dataset)
-  budgets_lib.record_budget(Path(setup.output_dir) / budgets_lib.FIGURE_BUDGET_FILE,
-                            setup.budget, setup.seed, "runs")
-
-
-def run_configs(spec: RunSpec, num_train: int, seed: int,
-                init_stddev: float) -> tuple[config_lib.ModelConfig, config_lib.TrainConfig]:
-  model, train = config_lib.preset("paper", spec.dataset, num_train)
-  model = dataclasses.replace(model, latent_dim=spec.latent_dim, init_stddev=init_stddev)
-  if spec.hidden_units:
-    model = dataclasses.replace(model, hidden_units=(spec.hidden_units,))
-  # MCEM is a batch algorithm: a sampling round visits every training example.
-  batch_size = num_train if spec.method == "mcem" else train.batch_size
-  train = dataclasses.replace(train, method=spec.method, train_examples=num_train,
-                              batch_size=batch_size, seed=seed)
-  return model, training.fit_updates_per_call(train, num_train)
-
-
-def train_along_schedule(setup: Setup, spec: RunSpec, examples: tuple[int, int],
-                         num_points: int,
-                         evaluate: curves.Evaluate) -> tuple[keras.Model, list[dict]]:
-  """Trains `spec` to the last point of its schedule, evaluating at every point.
-
-  Every row also holds the run's CPU seconds in training steps so far
-  (`callbacks.TrainingClock`). Returns the trained model and the run's curve
-  rows, in order of steps.
-  """
-  train_images = setup.data(spec.dataset).train[:spec.train_examples]
-  model_config, train_config = run_configs(spec, len(train_images), setup.seed,
-                                           setup.budget.init_stddev)
-  steps = curves.evaluation_steps(examples, num_points, train_config.batch_size,
-                                  train_config.updates_per_call)
-  run_dir = setup.run_dir(spec)
-  clock = callbacks_lib.TrainingClock()
-
-  def evaluate_point(model) -> dict:
-    row = {"training_cpu_seconds": round(float(clock.cpu_seconds.numpy()), 1),
-           **evaluate(model)}
-    seen = int(model.optimizer.iterations.numpy()) * train_config.batch_size
-    setup.log(f"{spec.name}: {seen:,} examples seen, {row['training_cpu_seconds']:,.0f} CPU s "
-              "of training")
-    return row
-
-  recorder = curves.CurveRecorder(run_dir / curves.CURVE_FILE, steps, train_config.batch_size,
-                                  evaluate_point)
-  # No validation during training: the curve's evaluations replace it.
-  result = training.train(model_config, train_config, train_images=train_images,
-                          validation_images=None, model_dir=run_dir, total_steps=steps[-1],
-                          verbose=0, callbacks=[recorder], clock=clock)
-  recorder.record_if_due(result.model)  # a point reached before an interruption
-  return result.model, recorder.sorted_rows()
-
-
-def _evaluation_images(data: splits.Splits, num_images: int) -> tuple[np.ndarray, ...]:
-  # The paper's models see grey levels (binarization "none").
-  return tuple(pipeline.evaluation_array(images[:num_images], "none")
-               for images in (data.train, data.test))
-
-
-def lower_bound_evaluation(setup: Setup, dataset: str) -> curves.Evaluate:
-  train_x, test_x = _evaluation_images(setup.data(dataset), setup.budget.bound_eval_images)
-
-  def evaluate(model):
-    return {"train_elbo": evaluation.evaluate_elbo(model, train_x, seed=EVALUATION_SEED)["elbo"],
-            "test_elbo": evaluation.evaluate_elbo(model, test_x, seed=EVALUATION_SEED)["elbo"]}
-
-  return evaluate
-
-
-def likelihood_evaluation(setup: Setup, importance_sampling: bool) -> curves.Evaluate:
-  """Appendix D's log p(x) and, for a model with a q(z|x), the IS estimate."""
-  budget = setup.budget
-  train_x, test_x = _evaluation_images(setup.data("mnist"), budget.likelihood_eval_images)
-
-  def evaluate(model):
-    row = {}
-    for split, x in (("train", train_x), ("test", test_x)):
-      row[f"{split}_hmc_log_likelihood"] = float(evaluation.hmc_marginal_log_likelihood(
-          model, x, num_samples_per_chain=budget.hmc_samples_per_chain,
-          num_chains=budget.hmc_chains, num_burnin_steps=budget.hmc_burnin_steps,
-          seed=EVALUATION_SEED).mean())
-    for split, x in (("train", train_x), ("test", test_x)):
-      row[f"{split}_is_log_likelihood"] = float(evaluation.importance_sampled_log_likelihood(
-          model, x, num_samples=budget.is_samples, seed=EVALUATION_SEED).mean()
-      ) if importance_sampling else None
-    # MCEM's sampler: its step size, and what its warm-up reached.
-    row.update(model.sampler_report() if hasattr(model, "sampler_report")
-               else dict.fromkeys(MCEM_SAMPLER_FIELDS))
-    return row
-
-  return evaluate
-
-
-def lower_bound_run(setup: Setup, spec: RunSpec) -> tuple[keras.Model, list[dict]]:
-  """A full-training-set run of Figures 2, 4 and 5, with its lower-bound curve."""
-  setup.log(f"{spec.name}: training and evaluating the lower bound")
-  return train_along_schedule(setup, spec, setup.budget.bound_examples,
-                              setup.budget.bound_points,
-                              lower_bound_evaluation(setup, spec.dataset))
 
 
 def _curve_lines(label: str, color: str, curve: list[dict], column: str) -> list[curve_charts.Line]:
@@ -219,73 +40,19 @@ def _curve_lines(label: str, color: str, curve: list[dict], column: str) -> list
           for split in ("train", "test")]
 
 
-def _figure2_specs(budget: budgets_lib.FigureBudget) -> list[RunSpec]:
-  return [RunSpec(dataset, latent_dim, method)
-          for dataset, dims in (("mnist", budget.mnist_latent_dims),
-                                ("frey_face", budget.frey_face_latent_dims))
-          for latent_dim in dims for method in ("aevb", "wake_sleep")]
-
-
-def _figure3_specs(budget: budgets_lib.FigureBudget) -> list[RunSpec]:
-  return [RunSpec("mnist", budgets_lib.LIKELIHOOD_LATENT_DIM, method,
-                  budgets_lib.LIKELIHOOD_HIDDEN_UNITS, train_examples)
-          for train_examples in budget.likelihood_train_sizes
-          for method in ("aevb", "wake_sleep", "mcem")]
-
-
-def _figure4_specs(budget: budgets_lib.FigureBudget) -> list[RunSpec]:
-  return [RunSpec(dataset, budgets_lib.MANIFOLD_LATENT_DIM) for dataset in ("frey_face", "mnist")]
-
-
-def _figure5_specs(budget: budgets_lib.FigureBudget) -> list[RunSpec]:
-  return [RunSpec("mnist", latent_dim) for latent_dim in budget.samples_latent_dims]
-
-
-def _has_final_log_likelihood(spec: RunSpec) -> bool:
-  """Figure 2's MNIST AEVB models also get the IS log p(x) published results quote."""
-  return spec.dataset == "mnist" and spec.method == "aevb" and not spec.train_examples
-
-
-def _training_order(spec: RunSpec) -> tuple:
-  """Longest first, roughly: Figure 3's runs (HMC evaluations), MNIST before
-  Frey Face, wake-sleep (two phases) before AEVB, larger Nz first."""
-  return (spec.train_examples is None, spec.dataset != "mnist", spec.method != "wake_sleep",
-          -spec.latent_dim)
-
-
-def _train_one(setup: Setup, spec: RunSpec) -> str:
-  if spec.train_examples:
-    likelihood_run(setup, spec)
-  else:
-    model, curve = lower_bound_run(setup, spec)
-    if _has_final_log_likelihood(spec):
-      _final_log_likelihood(setup, spec, model, curve[-1])
-  return spec.name
-
-
-def train_runs(setup: Setup, figures: list[str]) -> None:
-  """Trains and evaluates every run of `figures`, `setup.parallel_runs` at a
-  time; the figure functions then only read the finished runs."""
-  specs = {spec.name: spec for figure in figures
-           for spec in SPEC_FUNCTIONS[figure](setup.budget)}
-  ordered = sorted(specs.values(), key=_training_order)
-  workers.map_in_processes(functools.partial(_train_one, setup), ordered,
-                           setup.parallel_runs)
-
-
 def figure2(setup: Setup) -> list[Path]:
-  specs = _figure2_specs(setup.budget)
+  specs = runs_lib.figure2_specs(setup.budget)
   rows, final_rows, panels = [], [], {"mnist": {}, "frey_face": {}}
   for spec in specs:
-    model, curve = lower_bound_run(setup, spec)
+    model, curve = runs_lib.lower_bound_run(setup, spec)
     rows += [{"dataset": spec.dataset, "latent_dim": spec.latent_dim, "method": spec.method,
               **row} for row in curve]
     panels[spec.dataset].setdefault(
         f"{DATASET_NAMES[spec.dataset]}, Nz={spec.latent_dim}", []).extend(
             _curve_lines(METHOD_NAMES[spec.method], METHOD_COLORS[spec.method], curve,
                          "{split}_elbo"))
-    if _has_final_log_likelihood(spec):
-      final_rows.append(_final_log_likelihood(setup, spec, model, curve[-1]))
+    if runs_lib.has_final_log_likelihood(spec):
+      final_rows.append(runs_lib.final_log_likelihood(setup, spec, model, curve[-1]))
   directory = Path(setup.output_dir) / "figure2"
   written = [run_folder.write_csv_atomically(directory / "figure2.csv", rows),
              run_folder.write_csv_atomically(directory / "figure2_final_log_likelihood.csv",
@@ -299,44 +66,12 @@ def figure2(setup: Setup) -> list[Path]:
   return written
 
 
-def _final_log_likelihood(setup: Setup, spec: RunSpec, model, last: dict) -> dict:
-  """The IS log p(x) on test images, the modern number published results quote."""
-  budget = setup.budget
-  path = setup.run_dir(spec) / "final_log_likelihood.json"
-  if path.exists():
-    saved = json.loads(path.read_text())
-    if saved["steps"] == last["steps"]:
-      return saved
-  setup.log(f"{spec.name}: IS log-likelihood, k={budget.final_is_samples}")
-  x = pipeline.evaluation_array(setup.data(spec.dataset).test[:budget.final_is_images], "none")
-  result = {
-      "dataset": spec.dataset, "latent_dim": spec.latent_dim, "method": spec.method,
-      "steps": last["steps"], "examples_seen": last["examples_seen"],
-      "test_images": len(x), "test_elbo": evaluation.evaluate_elbo(
-          model, x, seed=EVALUATION_SEED)["elbo"],
-      "num_importance_samples": budget.final_is_samples,
-      "test_is_log_likelihood": float(evaluation.importance_sampled_log_likelihood(
-          model, x, num_samples=budget.final_is_samples, seed=EVALUATION_SEED).mean()),
-  }
-  run_folder.write_atomically(path, json.dumps(result, indent=2))
-  return result
-
-
-def likelihood_run(setup: Setup, spec: RunSpec) -> tuple[keras.Model, list[dict]]:
-  """A run of Figure 3 on its first `spec.train_examples` images, with its log p(x) curve."""
-  setup.log(f"{spec.name}: training and estimating log p(x)")
-  # MCEM has no q(z|x) to draw importance samples from.
-  evaluate = likelihood_evaluation(setup, importance_sampling=spec.method != "mcem")
-  return train_along_schedule(setup, spec, setup.budget.likelihood_examples,
-                              setup.budget.likelihood_points, evaluate)
-
-
 def figure3(setup: Setup) -> list[Path]:
   rows, panels = [], {}
-  for spec in _figure3_specs(setup.budget):
+  for spec in runs_lib.figure3_specs(setup.budget):
     lines = panels.setdefault(
         f"MNIST Nz={spec.latent_dim}, N_train={spec.train_examples}", [])
-    _, curve = likelihood_run(setup, spec)
+    _, curve = runs_lib.likelihood_run(setup, spec)
     rows += [{"train_examples": spec.train_examples, "method": spec.method, **row}
              for row in curve]
     lines.extend(_curve_lines(METHOD_NAMES[spec.method], METHOD_COLORS[spec.method], curve,
@@ -353,7 +88,7 @@ def _image_figure(setup: Setup, name: str, specs: list[RunSpec],
   directory = Path(setup.output_dir) / name
   rows, written = [], []
   for spec in specs:
-    model, curve = lower_bound_run(setup, spec)
+    model, curve = runs_lib.lower_bound_run(setup, spec)
     images, ncols = draw(model, spec)
     image_path = image_grids.save_image_grid(
         images, directory / f"{name}_{spec.dataset}_nz{spec.latent_dim}.png", ncols=ncols,
@@ -370,7 +105,7 @@ def figure4(setup: Setup) -> list[Path]:
     shape = config_lib.INPUT_SHAPES[spec.dataset]
     return image_grids.latent_manifold(model, shape, grid_size=20), 20
 
-  return _image_figure(setup, "figure4", _figure4_specs(setup.budget), manifold)
+  return _image_figure(setup, "figure4", runs_lib.figure4_specs(setup.budget), manifold)
 
 
 def figure5(setup: Setup) -> list[Path]:
@@ -378,10 +113,8 @@ def figure5(setup: Setup) -> list[Path]:
     shape = config_lib.INPUT_SHAPES[spec.dataset]
     return image_grids.prior_samples(model, shape, [EVALUATION_SEED, 1]), 10
 
-  return _image_figure(setup, "figure5", _figure5_specs(setup.budget), samples)
+  return _image_figure(setup, "figure5", runs_lib.figure5_specs(setup.budget), samples)
 
 
-SPEC_FUNCTIONS = {"figure2": _figure2_specs, "figure3": _figure3_specs,
-                  "figure4": _figure4_specs, "figure5": _figure5_specs}
 FIGURE_FUNCTIONS = {"figure2": figure2, "figure3": figure3, "figure4": figure4,
                     "figure5": figure5}
