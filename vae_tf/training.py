@@ -167,7 +167,13 @@ def train(model_config: config_lib.ModelConfig, train: config_lib.TrainConfig, *
   if latest:
     # Every variable of the model must come back; values the model no longer
     # has (an MCEM run saved with its unused encoder) may stay behind.
-    checkpoint.restore(latest).assert_existing_objects_matched().expect_partial()
+    try:
+      checkpoint.restore(latest).assert_existing_objects_matched().expect_partial()
+    except AssertionError as error:
+      raise ValueError(
+          f"{model_dir} holds a checkpoint of another version of the {train.method} learner "
+          f"(it lacks some of this version's variables), so it cannot resume; train into "
+          f"another folder. TensorFlow: {str(error).splitlines()[0]}") from error
   elif train.decoder_bias_from_data:
     model.decoder.init_output_bias(pipeline.flatten(train_images).mean(axis=0) / 255.0)
   # Every worker saves (see vae_tf.distribute); only the chief's saves persist.

@@ -202,10 +202,13 @@ def test_thousands_of_idle_connections(server):
 
 
 def test_a_slow_reader_holds_up_no_one(server, mnist_test_x):
+  # A 7.8 MB response: more than a client that barely reads takes in (its
+  # receive window stays near the initial 128 KB) plus the server's largest
+  # send buffer (4 MB, net.ipv4.tcp_wmem), so the server's write cannot
+  # finish until this client reads on.
   body = json.dumps({"signature_name": "reconstruct",
                      "instances": np.tile(mnist_test_x, (5, 1)).tolist()}).encode()
   with socket.create_connection(("127.0.0.1", server.rest_port), timeout=60) as sock:
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     sock.sendall(b"POST /v1/models/vae:predict HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
                  b"Content-Length: %d\r\n\r\n" % len(body) + body)
     chunks = [sock.recv(4096)]

@@ -123,3 +123,30 @@ def test_step_size_adapts_toward_ninety_percent_acceptance():
 
   acceptance = acceptance_after_adaptation().numpy().mean(axis=(0, 1))
   assert np.all(np.abs(acceptance - hmc.TARGET_ACCEPT_PROB) < 0.07), acceptance
+
+
+class ShiftedSquareModel:
+  """p(z) = N(0, 1), p(x|z) = N((z - 0.5)^2, 0.3^2): at x = 4 the posterior has
+  two modes, z near -1.5 and near 2.5, and the prior puts most mass on the first."""
+
+  prior = tfd.MultivariateNormalDiag(tf.zeros([1]))
+
+  def decode(self, z) -> tfd.Distribution:
+    return tfd.Independent(tfd.Normal(tf.square(z - 0.5), 0.3), reinterpreted_batch_ndims=1)
+
+
+def test_chain_starts_land_in_each_mode_in_proportion_to_its_mass():
+  model = ShiftedSquareModel()
+  x = tf.constant([[4.0]])
+  grid = np.linspace(-6.0, 6.0, 24001, dtype=np.float32)[:, np.newaxis, np.newaxis]
+  log_posterior = hmc.log_joint(model, x, tf.constant(grid)).numpy()[:, 0]
+  weights = np.exp(log_posterior - log_posterior.max())
+  exact_fraction = weights[grid[:, 0, 0] < 0.5].sum() / weights.sum()
+  assert 0.8 < exact_fraction < 0.95  # measured: 0.88, the mass of the mode near -1.5
+
+  starts = hmc.initial_states(model, x, num_chains=4000, num_proposals=1000,
+                              seed=tf.constant([1, 2])).numpy()
+  assert starts.shape == (4000, 1, 1)
+  # Every start is near one of the two modes, not anywhere the prior draws fell.
+  assert np.all(np.minimum(np.abs(starts + 1.5), np.abs(starts - 2.5)) < 0.4)
+  assert abs((starts < 0.5).mean() - exact_fraction) < 0.03

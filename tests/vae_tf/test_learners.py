@@ -32,7 +32,10 @@ MCEM_METRICS = ["log_joint/total", "log_joint/count", "acceptance/total", "accep
 CHECKPOINTED = {
     "aevb": (SEEDS + RECOGNITION + GENERATIVE, RECOGNITION + GENERATIVE, ELBO_METRICS),
     "wake_sleep": (SEEDS + RECOGNITION + GENERATIVE, RECOGNITION + GENERATIVE, ELBO_METRICS),
-    "mcem": (["latent_chains", "hmc_step_size"] + SEEDS + GENERATIVE, GENERATIVE, MCEM_METRICS),
+    # The warm-up's two variables came in with the warm-up (docs/reproduction.md):
+    # MCEM checkpoints from before it do not resume, and say so (test_training).
+    "mcem": (["latent_chains", "hmc_step_size", "warmup_transitions", "warmup_acceptance"]
+             + SEEDS + GENERATIVE, GENERATIVE, MCEM_METRICS),
 }
 NUM_TRAIN = 50
 

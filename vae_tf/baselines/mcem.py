@@ -8,13 +8,15 @@ sampling round is one HMC transition of 10 leapfrog steps, whose step size
 TFP's `SimpleStepSizeAdaptation` steers toward 90% acceptance, followed by 5
 weight updates with the acquired sample.
 
-Before the first counted round the chains warm up (Appendix E gives no
-warm-up; without one the first rounds' step size is far from its target):
-HMC transitions at the initial weights, adapting the step size four times as
-fast as the rounds do, until the chains' mean acceptance is within 0.02 of
-90% (at most 100 transitions). No weight moves during the warm-up, so it is
-not charged as examples seen; `warmup_transitions` and `warmup_acceptance`
-record what it took and reached.
+Before the first counted round the chains warm up (Appendix E describes
+none; without it the first rounds run at the initial step size, far from its
+target): HMC transitions at the initial weights, adapting the step size four
+times as fast as the rounds do, until the chains' mean acceptance is within
+0.02 of 90% (at least 10, at most 100 transitions). No weight moves during
+the warm-up, so it is not charged as examples seen; `warmup_transitions` and
+`warmup_acceptance` record what it took and reached. The first M-steps then
+sharpen the posteriors, so the acceptance dips again until the rounds'
+adaptation catches up (tests/vae_tf/baselines/test_mcem.py measures both).
 
 Chains persist: every training example keeps its own z from round to round,
 in `latent_chains`, indexed by its position in the training set, so a chain

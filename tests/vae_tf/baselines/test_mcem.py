@@ -123,3 +123,19 @@ def test_resuming_continues_the_same_chains(tmp_path, train_images, trained):
   np.testing.assert_array_equal(loaded.latent_chains.numpy(),
                                 reference.model.latent_chains.numpy())
   assert float(loaded.step_size.numpy()) == float(reference.model.step_size.numpy())
+
+
+def test_a_checkpoint_from_before_the_warm_up_is_refused_with_a_clear_error(tmp_path,
+                                                                           train_images):
+  training.train(*configs(), train_images=train_images, validation_images=None,
+                 model_dir=tmp_path, total_steps=1, verbose=0)
+  # What the code before the warm-up saved: the same, less the warm-up's variables.
+  model = learners.build_model(*configs())
+  older = tf.train.Checkpoint(
+      model={v.path: v for v in model.variables if not v.path.startswith("warmup_")},
+      metrics={v.path: v for v in model.metrics_variables}, optimizer=model.optimizer)
+  tf.train.CheckpointManager(older, tmp_path / run_folder.CHECKPOINT_DIR, max_to_keep=3).save()
+  with pytest.raises(ValueError, match=f"^{tmp_path} holds a checkpoint of another version of "
+                     "the mcem learner .* cannot resume; train into another folder"):
+    training.train(*configs(), train_images=train_images, validation_images=None,
+                   model_dir=tmp_path, total_steps=2, verbose=0)
