@@ -2,7 +2,7 @@
 docs/reproduction.md, "Wake-sleep at the paper's initialisation".
 
   VAE_TF_MANUAL_DIR=../shared/data python docs/experiments/wake_sleep_initialisation.py \\
-      frey_face wake_sleep 2 0.01 100000,300000,1000000,3000000
+      frey_face wake_sleep 2 0.01 100000,300000,1000000
 
 Trains one run with the paper's settings (`config.preset("paper")`) and the
 given initial weight standard deviation, single-threaded, and prints one JSON

@@ -54,6 +54,7 @@ def tiny_run(env, tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
 
 def test_every_figure_writes_csv_plots_and_report(tiny_run):
   output_dir, result = tiny_run
+  assert "(budget tiny, 2 at a time)" in result.stdout  # --parallel_runs's default
   for figure, names in FIGURE_FILES.items():
     for name in names:
       assert (output_dir / figure / name).stat().st_size > 0, name
@@ -149,9 +150,11 @@ def test_rerun_resumes_and_redoes_only_what_is_missing(tiny_run, env):
   checkpoints = checkpoint_states(output_dir)
   assert len(checkpoints) == 12
 
-  result = finish(start("pipelines.reproduce", "all", "--budget=tiny",
+  # One run at a time, in this process: the other way of `--parallel_runs`.
+  result = finish(start("pipelines.reproduce", "all", "--budget=tiny", "--parallel_runs=1",
                         f"--output_dir={output_dir}", env=env), timeout=400)
   assert result.returncode == 0, result.stderr[-3000:]
+  assert "(budget tiny, 1 at a time)" in result.stdout
   assert without_timing(read_csv(curve_path)) == without_timing(curve)
   assert without_timing(read_csv(output_dir / "figure3" / "figure3.csv")) == \
       without_timing(figure3)
