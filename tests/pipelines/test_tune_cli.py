@@ -195,7 +195,20 @@ def test_distributed_search_survives_a_killed_worker(env, tmp_path, standalone_r
     return [path.parent.name for path in project.glob(f"*/{RECORD}")
             if json.loads(path.read_text())["tuner_id"] == tuner_id]
 
+  def running() -> int:
+    """Trials the chief has handed out and not seen finish (KerasTuner's trial.json)."""
+    count = 0
+    for path in project.glob("trial_*/trial.json"):
+      try:
+        count += json.loads(path.read_text())["status"] == "RUNNING"
+      except (json.JSONDecodeError, KeyError):
+        pass  # being written
+    return count
+
   wait_for(lambda: finished_by("worker0"), workers["worker0"], "worker0 finished a trial")
+  # Each worker runs one trial at a time, so two running trials mean worker0
+  # has started its second: killed now, it dies mid-trial.
+  wait_for(lambda: running() >= 2, workers["worker0"], "worker0 started its second trial")
   workers["worker0"].send_signal(signal.SIGKILL)
   kept = finished_by("worker0")
   survivor = finish(workers["worker1"])
