@@ -9,6 +9,7 @@ that survives resumption. `ProgressReport` is the console's view of a run.
 from __future__ import annotations
 
 import math
+import sys
 import time
 from typing import TextIO
 
@@ -166,6 +167,16 @@ class ProgressReport(keras.callbacks.Callback):
   """
 
   REPORTS_PER_RUN = 10
+
+  @classmethod
+  def for_verbose(cls, verbose: int | str, batch_size: int, total_steps: int,
+                  steps_per_epoch: int) -> list[ProgressReport]:
+    """`fit`'s `verbose` as this report on stdout, in place of Keras's bar:
+    none for 0, redrawn live on a terminal for 1 or "auto", lines otherwise."""
+    if not verbose:
+      return []
+    return [cls(batch_size, total_steps, steps_per_epoch, sys.stdout,
+                live=verbose in (1, "auto") and sys.stdout.isatty())]
 
   def __init__(self, batch_size: int, total_steps: int, steps_per_epoch: int,
                stream: TextIO, live: bool = False):

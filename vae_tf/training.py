@@ -17,7 +17,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -205,11 +204,8 @@ def train(model_config: config_lib.ModelConfig, train: config_lib.TrainConfig, *
                                          blocks_per_epoch * updates_per_call),
       *callbacks,
   ]
-  if verbose:
-    # In place of Keras's bar, which counts fused blocks of updates.
-    all_callbacks.append(callbacks_lib.ProgressReport(
-        global_batch, total_steps, blocks_per_epoch * updates_per_call, sys.stdout,
-        live=verbose in (1, "auto") and sys.stdout.isatty()))
+  all_callbacks += callbacks_lib.ProgressReport.for_verbose(
+      verbose, global_batch, total_steps, blocks_per_epoch * updates_per_call)
   history = []
   try:
     for initial_epoch, epochs, steps_per_epoch in _segments(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import sys
 
 import keras_tuner
 import numpy as np
@@ -78,13 +77,9 @@ class VAEHyperModel(keras_tuner.HyperModel):
         binarization=train.binarization, seed=train.seed, start_block=initial_epoch * blocks)
     validation = pipeline.evaluation_batches(validation_data, train.binarization,
                                              batch_size=1000)
-    progress = []
-    if verbose:
-      # In place of Keras's bar, which counts fused blocks of updates.
-      steps_per_epoch = blocks * train.updates_per_call
-      progress.append(callbacks_lib.ProgressReport(
-          train.batch_size, epochs * steps_per_epoch, steps_per_epoch, sys.stdout,
-          live=verbose in (1, "auto") and sys.stdout.isatty()))
+    steps_per_epoch = blocks * train.updates_per_call
+    progress = callbacks_lib.ProgressReport.for_verbose(
+        verbose, train.batch_size, epochs * steps_per_epoch, steps_per_epoch)
     history = model.fit(stream, epochs=epochs, initial_epoch=initial_epoch,
                         steps_per_epoch=blocks, validation_data=validation, shuffle=False,
                         callbacks=[callbacks_lib.FixedValidationSeed(), *callbacks, *progress],
