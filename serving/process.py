@@ -102,9 +102,8 @@ async def serve(backend, settings: ServerSettings, grpc_port: int | None, stop: 
                 after_rest_started: Callable[[], Awaitable[None]] | None = None) -> None:
   """Serves gRPC (unless grpc_port is None) and REST until `stop` is set, then drains."""
   import grpc
-  from aiohttp import web
 
-  from serving import grpc_api, rest
+  from serving import grpc_api, http_server, rest
 
   host = settings.host
   if on_started is not None:
@@ -125,15 +124,13 @@ async def serve(backend, settings: ServerSettings, grpc_port: int | None, stop: 
                     "unavailable")
     await grpc_server.start()
     print(f"Running gRPC ModelServer at {host}:{grpc_port} ...", flush=True)
-  runner = None
+  rest_server = None
   try:
     if settings.rest_port:
       api = rest.RestApi(backend, settings.metrics_path, settings.max_body_bytes)
-      runner = web.AppRunner(api.app, access_log=None, handle_signals=False)
-      await runner.setup()
+      rest_server = http_server.HttpServer(api.dispatch, settings.max_body_bytes, api.too_large)
       try:
-        await web.TCPSite(runner, host, settings.rest_port,
-                          reuse_port=settings.share_rest_port or None).start()
+        await rest_server.start(host, settings.rest_port, reuse_port=settings.share_rest_port)
       except OSError as error:
         raise OSError(f"cannot bind the REST port {host}:{settings.rest_port}: "
                       f"{error.strerror}") from None
@@ -151,16 +148,17 @@ async def serve(backend, settings: ServerSettings, grpc_port: int | None, stop: 
         print(f"Exporting HTTP/REST API at:{host}:{settings.rest_port} ...", flush=True)
     await stop.wait()
     # Drain: stop taking requests, let those in flight finish.
-    if runner is not None:
-      await runner.shutdown()
+    if rest_server is not None:
+      await rest_server.shutdown()
+      rest_server = None
     if grpc_server is not None:
       await grpc_server.stop(grace=5)
       grpc_server = None
   finally:
     if grpc_server is not None:
       await grpc_server.stop(grace=None)
-    if runner is not None:
-      await runner.cleanup()
+    if rest_server is not None:
+      await rest_server.shutdown(timeout=0)
 
 
 def run_loop(main: Awaitable[None]) -> None:

@@ -1,4 +1,4 @@
-"""TF Serving's REST API (its http_rest_api_handler.cc) on aiohttp.
+"""TF Serving's REST API (its http_rest_api_handler.cc) on serving.http_server.
 
   GET  /v1/models/{name}[/versions/{v}|/labels/{l}]            model status
   GET  /v1/models/{name}[/versions/{v}|/labels/{l}]/metadata   signature defs
@@ -18,11 +18,11 @@ import time
 import urllib.parse
 
 import grpc
-from aiohttp import web
 from google.protobuf import json_format
 from tensorflow_serving.apis import model_pb2
 
 from serving import errors, json_response, json_tensors
+from serving.http_server import Request, Response
 from serving import backend as backend_lib
 from serving.backend import ServingBackend
 
@@ -37,11 +37,15 @@ _INT64_MAX = 2**63 - 1
 logger = logging.getLogger(__name__)
 
 
-def _json_response(body: bytes | str, status: int = 200) -> web.Response:
-  return web.Response(body=body, status=status, content_type="application/json")
+def _json_response(body: bytes | str, status: int = 200) -> Response:
+  return Response(status, body.encode() if isinstance(body, str) else body)
 
 
-def _error_response(error: errors.ServingError) -> web.Response:
+def _text_response(text: str, status: int = 200, content_type: str = "text/plain") -> Response:
+  return Response(status, text.encode(), f"{content_type}; charset=utf-8")
+
+
+def _error_response(error: errors.ServingError) -> Response:
   return _json_response(json_response.error_body(error.message), error.http_status)
 
 
@@ -60,25 +64,31 @@ def _status_json(statuses) -> str:
 
 
 class RestApi:
-  """The aiohttp application serving TF Serving's REST API."""
+  """TF Serving's REST API: `dispatch` answers one request of serving.http_server."""
 
   def __init__(self, backend: ServingBackend, metrics_path: str | None = None,
                max_body_bytes: int = 64 << 20):
     self.backend = backend
     self.metrics_path = metrics_path
     self.max_body_bytes = max_body_bytes
-    self.app = web.Application(client_max_size=max_body_bytes)
-    self.app.router.add_route("*", "/{tail:.*}", self.dispatch)
+    # TF Serving sets no limit; an explicit one keeps a huge body from
+    # exhausting memory, and says so in the usual error format. The HTTP
+    # server refuses a declared length over it before a byte is read, and
+    # closes the connection, so a client cannot hold it open by promising a
+    # terabyte.
+    self.too_large = _json_response(json_response.error_body(
+        f"Request body exceeds the limit of {max_body_bytes} bytes "
+        "(--rest_api_max_body_bytes)"), 413)
 
-  async def dispatch(self, request: web.Request) -> web.StreamResponse:
+  async def dispatch(self, request: Request) -> Response:
     raw_path = request.raw_path  # path and query, undecoded, as TF Serving matches them
     if self.metrics_path and request.path == self.metrics_path:
       if raw_path != self.metrics_path:
-        return web.Response(status=400, text=f"Unexpected path: {raw_path}. Should be "
-                                             f"{self.metrics_path}")
-      return web.Response(text=self.backend.metrics.exposition(), content_type="text/plain")
+        return _text_response(f"Unexpected path: {raw_path}. Should be {self.metrics_path}",
+                              400)
+      return _text_response(self.backend.metrics.exposition())
     if not _API.fullmatch(raw_path):
-      return web.Response(status=404, text=_NOT_FOUND_PAGE, content_type="text/html")
+      return _text_response(_NOT_FOUND_PAGE, 404, "text/html")
     try:
       return await self._dispatch_api(request, raw_path)
     except errors.ServingError as error:
@@ -88,7 +98,7 @@ class RestApi:
       return _error_response(errors.ServingError(grpc.StatusCode.INTERNAL,
                                                  f"{type(error).__name__}: {error}"))
 
-  async def _dispatch_api(self, request: web.Request, raw_path: str) -> web.Response:
+  async def _dispatch_api(self, request: Request, raw_path: str) -> Response:
     def malformed() -> errors.ServingError:
       return errors.invalid_argument(f"Malformed request: {request.method} {raw_path}")
 
@@ -111,10 +121,10 @@ class RestApi:
       return self._status(*spec)
     raise malformed()
 
-  def _status(self, name: str, version: int | None, label: str | None) -> web.Response:
+  def _status(self, name: str, version: int | None, label: str | None) -> Response:
     return _json_response(_status_json(self.backend.manager.statuses(name, version, label)))
 
-  def _metadata(self, name: str, version: int | None, label: str | None) -> web.Response:
+  def _metadata(self, name: str, version: int | None, label: str | None) -> Response:
     with self.backend.manager.servable(name, version, label) as servable:
       spec = model_pb2.ModelSpec(name=name)
       spec.version.value = servable.version
@@ -126,26 +136,10 @@ class RestApi:
             + json_format.MessageToJson(signatures, **print_options) + "\n}\n}\n")
     return _json_response(body)
 
-  def _too_large(self) -> web.Response:
-    return _json_response(json_response.error_body(
-        f"Request body exceeds the limit of {self.max_body_bytes} bytes "
-        "(--rest_api_max_body_bytes)"), 413)
-
-  async def _predict(self, request: web.Request, name: str, version: int | None,
-                     label: str | None) -> web.Response:
+  async def _predict(self, request: Request, name: str, version: int | None,
+                     label: str | None) -> Response:
     started = time.monotonic()
-    # TF Serving sets no limit; an explicit one keeps a huge body from
-    # exhausting memory, and says so in the usual error format. A declared
-    # length over it is refused before a byte is read, and the connection
-    # closed, so a client cannot hold it open by promising a terabyte.
-    if (request.content_length or 0) > self.max_body_bytes:
-      too_large = self._too_large()
-      too_large.force_close()
-      return too_large
-    try:
-      body = await request.read()
-    except web.HTTPRequestEntityTooLarge:
-      return self._too_large()
+    body = request.body
     try:
       document = json_tensors.parse(body)
       with self.backend.manager.servable(name, version, label) as servable:

@@ -279,3 +279,82 @@ def test_split_requests_share_batches_and_keep_their_rows(start_server, tmp_path
   for (start, size), means in results.items():
     np.testing.assert_allclose(means, [expected[i] for i in range(start, start + size)],
                                rtol=1e-5, atol=1e-6)
+
+
+# --- HTTP framing (serving/http_server.py) ---------------------------------------
+
+
+def read_responses(sock, count: int) -> list[tuple[bytes, bytes]]:
+  """`count` responses off one connection, each (status line, body)."""
+  received, responses = b"", []
+  while len(responses) < count:
+    while b"\r\n\r\n" not in received:
+      chunk = sock.recv(65536)
+      assert chunk, f"connection closed after {len(responses)} responses"
+      received += chunk
+    head, _, received = received.partition(b"\r\n\r\n")
+    lines = head.split(b"\r\n")
+    length = next(int(line.split(b":")[1]) for line in lines
+                  if line.lower().startswith(b"content-length:"))
+    while len(received) < length:
+      received += sock.recv(65536)
+    responses.append((lines[0], received[:length]))
+    received = received[length:]
+  return responses
+
+
+def predict_bytes(body: bytes, extra_headers: bytes = b"") -> bytes:
+  return (b"POST /v1/models/vae:predict HTTP/1.1\r\nHost: x\r\n" + extra_headers
+          + b"Content-Length: %d\r\n\r\n" % len(body) + body)
+
+
+def test_pipelined_requests_are_answered_in_order(server):
+  bad = predict_bytes(b'{"instances": [[0.5]]}')  # a shape error, answered at once
+  good = predict_bytes(b'{"instances": [' + ROW_TEXT + b"]}")
+  status = b"GET /v1/models/vae HTTP/1.1\r\nHost: x\r\n\r\n"
+  with socket.create_connection(("127.0.0.1", server.rest_port), timeout=30) as sock:
+    sock.sendall(good + bad + status + good)
+    responses = read_responses(sock, 4)
+  assert [line.split(b" ")[1] for line, _ in responses] == [b"200", b"400", b"200", b"200"]
+  assert len(json.loads(responses[0][1])["predictions"]) == 1
+  assert "model_version_status" in json.loads(responses[2][1])
+  assert responses[3] == responses[0]
+
+
+def test_expect_100_continue(server):
+  body = b'{"instances": [' + ROW_TEXT + b"]}"
+  with socket.create_connection(("127.0.0.1", server.rest_port), timeout=30) as sock:
+    sock.sendall(b"POST /v1/models/vae:predict HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
+                 b"Content-Length: %d\r\n\r\n" % len(body))
+    assert sock.recv(4096) == b"HTTP/1.1 100 Continue\r\n\r\n"
+    sock.sendall(body)
+    (line, answer), = read_responses(sock, 1)
+  assert b" 200 " in line and len(json.loads(answer)["predictions"]) == 1
+
+
+def test_a_client_that_stops_sending_still_gets_its_answer(server):
+  with socket.create_connection(("127.0.0.1", server.rest_port), timeout=30) as sock:
+    sock.sendall(predict_bytes(b'{"instances": [' + ROW_TEXT + b"]}"))
+    sock.shutdown(socket.SHUT_WR)
+    (line, answer), = read_responses(sock, 1)
+    assert sock.recv(1) == b""  # and then the server closes
+  assert b" 200 " in line and len(json.loads(answer)["predictions"]) == 1
+
+
+def test_a_chunked_body_past_the_limit_gets_413(start_server, export_base):
+  small = start_server("--model_name=vae", f"--model_base_path={export_base / 'vae'}",
+                       "--rest_api_max_body_bytes=100000")
+  chunk = b"%x\r\n%s\r\n" % (50_000, b" " * 50_000)
+  with socket.create_connection(("127.0.0.1", small.rest_port), timeout=30) as sock:
+    sock.sendall(b"POST /v1/models/vae:predict HTTP/1.1\r\nHost: x\r\n"
+                 b"Transfer-Encoding: chunked\r\n\r\n" + chunk * 3)
+    (line, answer), = read_responses(sock, 1)
+  assert b" 413 " in line
+  assert "exceeds the limit of 100000 bytes" in json.loads(answer)["error"]
+  # Chunked within the limit is read whole.
+  body = b'{"instances": [' + ROW_TEXT + b"]}"
+  with socket.create_connection(("127.0.0.1", small.rest_port), timeout=30) as sock:
+    sock.sendall(b"POST /v1/models/vae:predict HTTP/1.1\r\nHost: x\r\n"
+                 b"Transfer-Encoding: chunked\r\n\r\n" + b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body))
+    (line, answer), = read_responses(sock, 1)
+  assert b" 200 " in line and len(json.loads(answer)["predictions"]) == 1
