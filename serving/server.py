@@ -12,10 +12,7 @@ official server in a cluster. Unlike it, this one binds to localhost unless
 
 from __future__ import annotations
 
-import os
-
-# TensorFlow's C++ start-up chatter would bury a one-line error.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from pipelines import console  # noqa: F401  (first: quiet TensorFlow start-up)
 
 import asyncio
 import signal
