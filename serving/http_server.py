@@ -58,6 +58,11 @@ _BAD_REQUEST = Response(400, b"Bad Request", "text/plain; charset=utf-8", close=
 _MAX_PIPELINED = 16
 # How long a connection being closed may go on sending (bytes then discarded).
 _LINGER_SECONDS = 10.0
+# The request line and headers of one request; what is past it gets 431, as
+# httptools would otherwise hold an endless header in memory.
+MAX_HEAD_BYTES = 64 * 1024
+_HEAD_TOO_LARGE = Response(431, b"Request Header Fields Too Large", "text/plain; charset=utf-8",
+                           close=True)
 
 
 def _reason(status: int) -> str:
@@ -88,6 +93,7 @@ class _Connection(asyncio.Protocol):
     self._writable.set()
     self._closing = False
     self._peer_done = False
+    self._began_in_chunk = False
     self.last_active = time.monotonic()
     self._reset_message()
 
@@ -98,6 +104,8 @@ class _Connection(asyncio.Protocol):
     self._declared_length = 0
     self._expect_continue = False
     self._refused = False
+    self._head_bytes = 0
+    self._in_head = True
 
   # asyncio.Protocol
 
@@ -122,6 +130,14 @@ class _Connection(asyncio.Protocol):
       pass  # no protocol switch offered: the request is answered as plain HTTP/1.1
     except httptools.HttpParserError:
       self._refuse(_BAD_REQUEST)
+      return
+    # Counts the chunks that hold nothing but an unfinished head (so a head
+    # can take MAX_HEAD_BYTES plus one read).
+    if self._in_head and not self._began_in_chunk:
+      self._head_bytes += len(data)
+      if self._head_bytes > MAX_HEAD_BYTES:
+        self._refuse(_HEAD_TOO_LARGE)
+    self._began_in_chunk = False
 
   def eof_received(self) -> bool:
     # A client may end its sending half after a request and still read the answer.
@@ -138,6 +154,7 @@ class _Connection(asyncio.Protocol):
 
   def on_message_begin(self) -> None:
     self._reset_message()
+    self._began_in_chunk = True
 
   def on_url(self, url: bytes) -> None:
     self._url += url
@@ -150,6 +167,7 @@ class _Connection(asyncio.Protocol):
       self._expect_continue = True
 
   def on_headers_complete(self) -> None:
+    self._in_head = False
     if self._declared_length > self._server.max_body_bytes:
       self._refuse(self._server.too_large)
     elif self._expect_continue:

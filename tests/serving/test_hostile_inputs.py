@@ -358,3 +358,19 @@ def test_a_chunked_body_past_the_limit_gets_413(start_server, export_base):
                  b"Transfer-Encoding: chunked\r\n\r\n" + b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body))
     (line, answer), = read_responses(sock, 1)
   assert b" 200 " in line and len(json.loads(answer)["predictions"]) == 1
+
+
+def test_an_endless_head_gets_431(server):
+  with socket.create_connection(("127.0.0.1", server.rest_port), timeout=30) as sock:
+    sock.sendall(b"GET /v1/models/vae HTTP/1.1\r\nHost: x\r\nX-Long: ")
+    try:
+      for _ in range(100):  # 1 MB of one header value, in pieces
+        sock.sendall(b"a" * 10_000)
+        time.sleep(0.001)
+    except (BrokenPipeError, ConnectionResetError):
+      pass
+    received = b""
+    while chunk := sock.recv(65536):
+      received += chunk
+  assert received.startswith(b"HTTP/1.1 431 "), received[:200]
+  assert_serving(server)
