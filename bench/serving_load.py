@@ -14,7 +14,9 @@ Cells, each after --warmup_seconds of unmeasured load: serving.server with
 batching on (the parameters `make serve` uses) over REST at 1 and 64 clients
 and over gRPC at 64; bench.naive_server (one model call per request) over REST
 at 1 and 64; REST at 64 clients while a new model version is hot-loaded; and
-the in-process ceiling, the signature called in a loop at batch 1 and 64.
+the in-process ceiling, the signature called in a loop at batch 1 and 64; and
+the gRPC floor, grpc.aio answering a canned response without reading the
+request (bench.grpc_floor_server), at 64 clients.
 
 A request fails if it times out, is refused, or is not answered 200 / OK
 (gRPC statuses from the server's request_count metric). "server CPU" is the
@@ -243,7 +245,8 @@ def _table(rows: list[dict]) -> str:
            "|---|---:|---:|---:|---:|---:|---:|---:|"]
   for r in rows:
     ratio = (f"{r['per_second'] / naive[r['clients']]:.1f}x"
-             if r["clients"] in naive and naive[r["clients"]] and "in-process" not in r["cell"]
+             if r["clients"] in naive and naive[r["clients"]]
+             and not r["cell"].startswith(("in-process", "gRPC floor"))
              else "")
     cpu = "" if r["server_cpu_us"] != r["server_cpu_us"] else f"{r['server_cpu_us']:,.0f}"
     lines.append(f"| {r['cell']} | {r['clients']} | {r['per_second']:,.0f} | {r['p50_ms']:.2f} | "
@@ -323,6 +326,16 @@ def run(work_dir: Path) -> str:
     for clients in CLIENTS:
       rows.append(_cell("naive server, REST", clients, naive, lambda s, c=clients: _wrk(
           f"{naive.rest}{predict}", c, s, body_path, script)))
+
+  floor_port = free_port()
+  with ServerProcess([f"--port={floor_port}"], work_dir / "grpc_floor.log",
+                     module="bench.grpc_floor_server", ready_marker="gRPC floor at:",
+                     rest_port=floor_port) as floor:
+    floor.wait_ready(300)
+    rows.append(_cell("gRPC floor: grpc.aio, Predict does nothing", 64, floor,
+                      lambda s: _h2load(f"http://127.0.0.1:{floor_port}/tensorflow.serving."
+                                        "PredictionService/Predict", 64, s, frame_path,
+                                        work_dir / "h2load.log")))
 
   args = ["--model_name=vae", f"--model_base_path={base_path}", "--enable_batching",
           f"--batching_parameters_file={Path(FLAGS.batching_parameters_file).resolve()}",
