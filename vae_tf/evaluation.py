@@ -24,7 +24,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from vae_tf import hmc, objectives
+from vae_tf import hmc, objectives, sampling
 
 tfd = tfp.distributions
 
@@ -58,7 +58,8 @@ def _build_accumulate(model_ref: weakref.ref) -> Callable:
     posterior = model.encode(x_batch)
 
     def draw(k):
-      return posterior.sample(seed=tf.random.experimental.stateless_fold_in(batch_seed, k))
+      with sampling.compiled_by_xla():
+        return sampling.draw(posterior, tf.random.experimental.stateless_fold_in(batch_seed, k))
 
     # One seed per sample index, so a sample does not depend on its chunk.
     z = tf.map_fn(draw, first_sample + tf.range(num_chunk_samples),
@@ -76,7 +77,8 @@ def _build_elbo_terms(model_ref: weakref.ref) -> Callable:
 
   @tf.function(jit_compile=True)
   def terms(x_batch, batch_seed):
-    terms = model_ref().elbo_terms(x_batch, batch_seed)
+    with sampling.compiled_by_xla():
+      terms = model_ref().elbo_terms(x_batch, batch_seed)
     return tf.stack([terms.elbo, terms.reconstruction, terms.kl], axis=-1)  # [batch, 3]
 
   return terms

@@ -22,7 +22,7 @@ import keras
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from vae_tf import networks, objectives
+from vae_tf import networks, objectives, sampling
 from vae_tf.config import ModelConfig, TrainConfig
 
 tfd = tfp.distributions
@@ -93,6 +93,10 @@ class Learner(keras.Model):
     return 0.5 * self.config.weight_decay * tf.add_n(squares)
 
   def train_step(self, data):
+    with sampling.compiled_by_xla(self.jit_compile is True and not tf.executing_eagerly()):
+      return self._train_step(data)
+
+  def _train_step(self, data):
     # `data` is x, or (x, example_indices) for a model that keeps state per
     # training example (`needs_example_indices`); each is a block [K, M, ...]
     # or, without the K axis, a single minibatch.
@@ -191,7 +195,8 @@ class AmortizedLearner(Learner):
 
   def test_step(self, data):
     x = tf.convert_to_tensor(data, tf.float32)
-    terms = self.elbo_terms(x, self._next_seed(self.eval_seed))
+    with sampling.compiled_by_xla(self.jit_compile is True and not tf.executing_eagerly()):
+      terms = self.elbo_terms(x, self._next_seed(self.eval_seed))
     for tracker, values in zip(self.metrics, terms):
       tracker.update_state(values)
     return self._logs()

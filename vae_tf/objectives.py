@@ -23,6 +23,8 @@ from typing import Callable, NamedTuple
 import tensorflow as tf
 import tensorflow_probability as tfp
 
+from vae_tf import sampling
+
 tfd = tfp.distributions
 
 Decoder = Callable[[tf.Tensor], tfd.Distribution]
@@ -61,7 +63,7 @@ def log_importance_weights(x, z, posterior: tfd.Distribution, decoder: Decoder,
 
 def sgvb_a(x, posterior: tfd.Distribution, decoder: Decoder, prior: tfd.Distribution,
            num_samples: int, seed) -> ElboTerms:
-  z = posterior.sample(num_samples, seed=seed)  # [L, batch, latent]
+  z = sampling.draw(posterior, seed, [num_samples])  # [L, batch, latent]
   reconstruction, kl = (tf.reduce_mean(t, axis=0)
                         for t in log_weight_terms(x, z, posterior, decoder, prior))
   return ElboTerms(reconstruction - kl, reconstruction, kl)
@@ -69,7 +71,7 @@ def sgvb_a(x, posterior: tfd.Distribution, decoder: Decoder, prior: tfd.Distribu
 
 def sgvb_b(x, posterior: tfd.Distribution, decoder: Decoder, prior: tfd.Distribution,
            num_samples: int, seed) -> ElboTerms:
-  z = posterior.sample(num_samples, seed=seed)
+  z = sampling.draw(posterior, seed, [num_samples])
   reconstruction = tf.reduce_mean(decoder(z).log_prob(x), axis=0)
   kl = tfd.kl_divergence(posterior, prior)
   return ElboTerms(reconstruction - kl, reconstruction, kl)
@@ -77,7 +79,7 @@ def sgvb_b(x, posterior: tfd.Distribution, decoder: Decoder, prior: tfd.Distribu
 
 def iwae(x, posterior: tfd.Distribution, decoder: Decoder, prior: tfd.Distribution,
          num_samples: int, seed) -> IwaeTerms:
-  z = posterior.sample(num_samples, seed=seed)  # [k, batch, latent]
+  z = sampling.draw(posterior, seed, [num_samples])  # [k, batch, latent]
   reconstruction, log_ratio = log_weight_terms(x, z, posterior, decoder, prior)
   log_weights = reconstruction - log_ratio
   bound = tf.reduce_logsumexp(log_weights, axis=0) - math.log(num_samples)

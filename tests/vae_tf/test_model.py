@@ -8,7 +8,7 @@ import pytest
 import tensorflow as tf
 
 from vae_tf import config as config_lib
-from vae_tf import evaluation, learners
+from vae_tf import evaluation, learners, sampling
 from vae_tf.data import pipeline, sources
 
 BATCH_SIZE = 100
@@ -51,7 +51,7 @@ def sequential_updates(model, block: np.ndarray) -> float:
 
   @tf.function(jit_compile=True)
   def update(x, seed):
-    with tf.GradientTape() as tape:
+    with tf.GradientTape() as tape, sampling.compiled_by_xla():
       elbo = tf.reduce_mean(model.elbo_terms(x, seed).elbo)
       loss = -elbo
     variables = model.trainable_variables

@@ -23,7 +23,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from vae_tf import objectives
+from vae_tf import objectives, sampling
 from vae_tf.learner_base import AmortizedLearner
 
 
@@ -57,9 +57,9 @@ class WakeSleep(AmortizedLearner):
   def sleep_loss(self, batch_size, seed) -> tf.Tensor:
     """-log q(z|x) per example on dreams (z, x) ~ p (+ weight decay), for the recognition weights."""
     z_seed, x_seed = tf.unstack(tf.random.experimental.stateless_split(seed))
-    z = self.prior.sample(batch_size, seed=z_seed)
+    z = sampling.draw(self.prior, z_seed, [batch_size])
     # Dreamt data are targets, not functions of the generative weights.
-    x = tf.stop_gradient(self.decode(z).sample(seed=x_seed))
+    x = tf.stop_gradient(sampling.draw(self.decode(z), x_seed))
     return (-tf.reduce_mean(self.encode(x).log_prob(z))
             + self._penalty(self.encoder.trainable_variables))
 
