@@ -1,8 +1,8 @@
 """Draws from the models' distributions, as TFP draws them, with a faster generator under XLA.
 
 Inside an XLA-compiled function on CPU, the stateless generator that TFP's
-samplers use (`alg="auto_select"`) cost 42 ns per uniform number, Philox
-17.7 and ThreeFry 3.3 (measured here: 784 x 100 numbers per call, single
+samplers use (`alg="auto_select"`) costs 42 ns per uniform number, Philox
+18 and ThreeFry 3.4 (docs/experiments/xla_random_generators.py, single
 thread). Where a step draws many numbers, that dominates it: wake-sleep's
 dreams (a whole image per example) were two thirds of its update, and the
 k draws per image of importance-sampled evaluation are k x Nz normals.
