@@ -92,8 +92,13 @@ class Learner(keras.Model):
     squares = [tf.reduce_sum(tf.square(v)) for v in self.trainable_variables]
     return 0.5 * self.config.weight_decay * tf.add_n(squares)
 
+  @property
+  def _traced_for_xla(self) -> bool:
+    """Whether the step being traced now is one that `fit` compiles with XLA."""
+    return self.jit_compile is True and not tf.executing_eagerly()
+
   def train_step(self, data):
-    with sampling.compiled_by_xla(self.jit_compile is True and not tf.executing_eagerly()):
+    with sampling.compiled_by_xla(self._traced_for_xla):
       return self._train_step(data)
 
   def _train_step(self, data):
@@ -195,7 +200,7 @@ class AmortizedLearner(Learner):
 
   def test_step(self, data):
     x = tf.convert_to_tensor(data, tf.float32)
-    with sampling.compiled_by_xla(self.jit_compile is True and not tf.executing_eagerly()):
+    with sampling.compiled_by_xla(self._traced_for_xla):
       terms = self.elbo_terms(x, self._next_seed(self.eval_seed))
     for tracker, values in zip(self.metrics, terms):
       tracker.update_state(values)

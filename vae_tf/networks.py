@@ -129,4 +129,3 @@ def make_decoder(config: ModelConfig) -> keras.layers.Layer:
   if config.likelihood == "bernoulli":
     return BernoulliDecoder(config, name="decoder")
   return DiagonalGaussianMLP(config, config.event_size, sigmoid_mean=True, name="decoder")
-
