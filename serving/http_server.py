@@ -73,10 +73,12 @@ def _reason(status: int) -> str:
 
 
 def _head(response: Response, keep_alive: bool) -> bytes:
-  return (f"HTTP/1.1 {response.status} {_reason(response.status)}\r\n"
-          f"Content-Type: {response.content_type}\r\n"
-          f"Content-Length: {len(response.body)}\r\n"
-          f"{'' if keep_alive else 'Connection: close' + chr(13) + chr(10)}\r\n").encode("latin-1")
+  lines = [f"HTTP/1.1 {response.status} {_reason(response.status)}",
+           f"Content-Type: {response.content_type}",
+           f"Content-Length: {len(response.body)}"]
+  if not keep_alive:
+    lines.append("Connection: close")
+  return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
 
 class _Connection(asyncio.Protocol):
