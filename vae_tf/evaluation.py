@@ -50,7 +50,7 @@ def _compiled(model, name: str, build: Callable) -> Callable:
 
 def _build_accumulate(model_ref: weakref.ref) -> Callable:
 
-  @tf.function(jit_compile=True)
+  @sampling.xla_function
   def accumulate(x_batch, log_total, weight_total, batch_seed, first_sample, num_chunk_samples):
     """Folds samples [first, first + num) into the running logsumexp and sum
     of the log-weights [batch]."""
@@ -58,8 +58,7 @@ def _build_accumulate(model_ref: weakref.ref) -> Callable:
     posterior = model.encode(x_batch)
 
     def draw(k):
-      with sampling.compiled_by_xla():
-        return sampling.draw(posterior, tf.random.experimental.stateless_fold_in(batch_seed, k))
+      return sampling.draw(posterior, tf.random.experimental.stateless_fold_in(batch_seed, k))
 
     # One seed per sample index, so a sample does not depend on its chunk.
     z = tf.map_fn(draw, first_sample + tf.range(num_chunk_samples),
@@ -75,10 +74,9 @@ def _build_accumulate(model_ref: weakref.ref) -> Callable:
 
 def _build_elbo_terms(model_ref: weakref.ref) -> Callable:
 
-  @tf.function(jit_compile=True)
+  @sampling.xla_function
   def terms(x_batch, batch_seed):
-    with sampling.compiled_by_xla():
-      terms = model_ref().elbo_terms(x_batch, batch_seed)
+    terms = model_ref().elbo_terms(x_batch, batch_seed)
     return tf.stack([terms.elbo, terms.reconstruction, terms.kl], axis=-1)  # [batch, 3]
 
   return terms
@@ -196,7 +194,7 @@ def evaluate_elbo(model, x, batch_size: int = DEFAULT_BATCH_SIZE,
 
 def _build_hmc_estimate(model_ref: weakref.ref) -> Callable:
 
-  @tf.function(jit_compile=True)
+  @sampling.xla_function
   def estimate(x_batch, batch_seed, num_chains, num_samples_per_chain, num_burnin_steps,
                num_leapfrog_steps, num_initial_proposals):
     """Appendix D's log p(x) [batch] from one run of the batch's chains."""

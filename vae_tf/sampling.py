@@ -7,7 +7,8 @@ thread). Where a step draws many numbers, that dominates it: wake-sleep's
 dreams (a whole image per example) were two thirds of its update, and the
 k draws per image of importance-sampled evaluation are k x Nz normals.
 TensorFlow's kernels outside XLA have no ThreeFry, so code that is traced
-for XLA says so with `compiled_by_xla()`, and `draw` picks ThreeFry there and
+for XLA says so with `compiled_by_xla()` (or is an `xla_function`), and `draw`
+picks ThreeFry there and
 TensorFlow's default elsewhere (eager calls, distributed training).
 
 `draw` takes the same kind of draw as `distribution.sample(sample_shape,
@@ -19,8 +20,9 @@ seed)` for the distributions the models use: reparameterized Normals
 from __future__ import annotations
 
 import contextlib
+import functools
 import threading
-from typing import Iterator
+from typing import Callable, Iterator
 
 import tensorflow as tf
 import tensorflow_probability as tfp
@@ -39,6 +41,17 @@ def compiled_by_xla(compiled: bool = True) -> Iterator[None]:
     yield
   finally:
     _TRACING.xla = previous
+
+
+def xla_function(function: Callable) -> Callable:
+  """`tf.function(function, jit_compile=True)`, traced under `compiled_by_xla`."""
+
+  @functools.wraps(function)
+  def traced(*args, **kwargs):
+    with compiled_by_xla():
+      return function(*args, **kwargs)
+
+  return tf.function(traced, jit_compile=True)
 
 
 def _algorithm() -> str:

@@ -49,9 +49,9 @@ def sequential_updates(model, block: np.ndarray) -> float:
   the K updates of the minibatch ELBOs computed before each update.
   """
 
-  @tf.function(jit_compile=True)
+  @sampling.xla_function
   def update(x, seed):
-    with tf.GradientTape() as tape, sampling.compiled_by_xla():
+    with tf.GradientTape() as tape:
       elbo = tf.reduce_mean(model.elbo_terms(x, seed).elbo)
       loss = -elbo
     variables = model.trainable_variables

@@ -45,10 +45,9 @@ def test_normal_draws_are_reparameterized():
 def compiled_draw(distribution, sample_shape):
   """`draw` traced for XLA, where it takes the ThreeFry generator."""
 
-  @tf.function(jit_compile=True)
+  @sampling.xla_function
   def run(seed):
-    with sampling.compiled_by_xla():
-      return sampling.draw(distribution, seed, sample_shape)
+    return sampling.draw(distribution, seed, sample_shape)
 
   return run
 
