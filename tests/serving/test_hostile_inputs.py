@@ -44,22 +44,30 @@ def assert_serving(server):
   assert status == 200 and len(json.loads(raw)["predictions"]) == 1
 
 
+def read_responses(sock, count: int) -> list[tuple[bytes, bytes]]:
+  """`count` responses off one connection, each (status line, body)."""
+  received, responses = b"", []
+  while len(responses) < count:
+    while b"\r\n\r\n" not in received:
+      chunk = sock.recv(65536)
+      assert chunk, f"connection closed after {len(responses)} responses"
+      received += chunk
+    head, _, received = received.partition(b"\r\n\r\n")
+    lines = head.split(b"\r\n")
+    length = next(int(line.split(b":")[1]) for line in lines
+                  if line.lower().startswith(b"content-length:"))
+    while len(received) < length:
+      received += sock.recv(65536)
+    responses.append((lines[0], received[:length]))
+    received = received[length:]
+  return responses
+
+
 def raw_exchange(server, data: bytes, timeout: float = 30) -> tuple[bytes, bytes]:
   """(status line, body) of one response to raw bytes, read up to its Content-Length."""
   with socket.create_connection(("127.0.0.1", server.rest_port), timeout=timeout) as sock:
     sock.sendall(data)
-    received = b""
-    while b"\r\n\r\n" not in received:
-      chunk = sock.recv(65536)
-      assert chunk, f"connection closed before a response: {received[:200]}"
-      received += chunk
-    head, _, body = received.partition(b"\r\n\r\n")
-    lines = head.split(b"\r\n")
-    length = next(int(line.split(b":")[1]) for line in lines
-                  if line.lower().startswith(b"content-length:"))
-    while len(body) < length:
-      body += sock.recv(65536)
-  return lines[0], body
+    return read_responses(sock, 1)[0]
 
 
 def deep(levels: int, inner: bytes = b"") -> bytes:
@@ -282,25 +290,6 @@ def test_split_requests_share_batches_and_keep_their_rows(start_server, tmp_path
 
 
 # --- HTTP framing (serving/http_server.py) ---------------------------------------
-
-
-def read_responses(sock, count: int) -> list[tuple[bytes, bytes]]:
-  """`count` responses off one connection, each (status line, body)."""
-  received, responses = b"", []
-  while len(responses) < count:
-    while b"\r\n\r\n" not in received:
-      chunk = sock.recv(65536)
-      assert chunk, f"connection closed after {len(responses)} responses"
-      received += chunk
-    head, _, received = received.partition(b"\r\n\r\n")
-    lines = head.split(b"\r\n")
-    length = next(int(line.split(b":")[1]) for line in lines
-                  if line.lower().startswith(b"content-length:"))
-    while len(received) < length:
-      received += sock.recv(65536)
-    responses.append((lines[0], received[:length]))
-    received = received[length:]
-  return responses
 
 
 def predict_bytes(body: bytes, extra_headers: bytes = b"") -> bytes:
