@@ -31,7 +31,7 @@ serve: $(INSTALLED)
 	  --rest_api_max_body_bytes=268435456
 
 # The paper's Figures 2-5 (docs/reproduction.md); about 11 minutes on 2 cores.
-# REPRODUCE_BUDGET=medium: 10^5 to 10^7 examples per curve (hours);
+# REPRODUCE_BUDGET=medium: 10^5 to 10^7 examples per curve (3.5 hours);
 # REPRODUCE_BUDGET=paper runs the paper's training lengths (days).
 REPRODUCE_BUDGET ?= small
 reproduce: $(INSTALLED)
