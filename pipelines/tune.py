@@ -30,6 +30,7 @@ from absl import app, flags
 from pipelines import flags_common
 from vae_tf import config as config_lib
 from vae_tf import search_space as space_lib
+from vae_tf.tuning import roles
 
 FLAGS = flags.FLAGS
 
@@ -137,18 +138,18 @@ def main(argv):
   try:
     _check_flags()
     space = space_lib.parse_search_space(search_space_spec())
+    role = roles.distributed_role()
+    _check_role(role)
   except ValueError as error:
     sys.exit(f"error: {error}")
-  # Heavy imports after checking flags and the search space, so those
-  # errors are instant.
+  # Heavy imports after checking flags, the search space and the role, so
+  # those errors are instant.
   import dataclasses
 
   from vae_tf.data import sources, splits
   from vae_tf.tuning import distributed, hypermodel as hypermodel_lib, tuners
 
   try:
-    role = distributed.distributed_role()
-    _check_role(role)
     # Workers only train; the chief or a single process also tests the best model.
     data = splits.load_splits(FLAGS.dataset, data_dir=FLAGS.data_dir,
                               manual_dir=FLAGS.manual_dir, with_test=role != "worker",

@@ -13,7 +13,7 @@ import keras_tuner
 import pytest
 
 from vae_tf import config as config_lib
-from vae_tf.tuning import distributed, hypermodel, tuners
+from vae_tf.tuning import distributed, hypermodel, roles, tuners
 from vae_tf.search_space import SearchSpaceError, parse_search_space
 
 
@@ -81,7 +81,7 @@ def test_hyperband_refuses_a_space_smaller_than_its_first_round(tmp_path):
       "KERASTUNER_ORACLE_PORT": "8000"}, "worker"),
 ])
 def test_distributed_role(environ, expected):
-  assert distributed.distributed_role(environ) == expected
+  assert roles.distributed_role(environ) == expected
 
 
 @pytest.mark.parametrize("environ, message", [
@@ -92,7 +92,7 @@ def test_distributed_role(environ, expected):
 ])
 def test_incomplete_distributed_environment_is_an_error(environ, message):
   with pytest.raises(ValueError, match=message):
-    distributed.distributed_role(environ)
+    roles.distributed_role(environ)
 
 
 def test_settings_are_written_once_and_checked_after(tmp_path):

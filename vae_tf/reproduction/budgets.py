@@ -77,8 +77,8 @@ FIGURE_BUDGETS = {
         likelihood_train_sizes=(1_000, 50_000), likelihood_examples=(10_000, 400_000),
         likelihood_points=5, likelihood_eval_images=100, hmc_chains=2,
         hmc_samples_per_chain=50, hmc_burnin_steps=100, is_samples=1_000, init_stddev=0.01),
-    # Two of the paper's three decades, every panel, in at most 2.5 hours on
-    # 2 cores (`--parallel_runs=2`).
+    # Two of the paper's three decades, every panel: 3.5 hours on 2 cores
+    # (`--parallel_runs=2`; docs/reproduction.md says where they go).
     "medium": FigureBudget(
         name="medium", bound_examples=(100_000, 10_000_000), bound_points=9,
         bound_eval_images=1_000, mnist_latent_dims=(3, 5, 10, 20, 200),

@@ -8,6 +8,7 @@ the estimator and the activation).
                             its best validation ELBO;
   tuners.py                 the tuners, and the record that pins a search's
                             settings;
+  roles.py                  a process's role (chief, worker, standalone);
   distributed.py            the chief of a distributed search;
   keras_tuner_internals.py  the one place that touches KerasTuner's privates;
   results.py                the summary table and the best model's run folder.

@@ -1,4 +1,4 @@
-"""Roles in a distributed search, and the chief that serves the oracle.
+"""The chief of a distributed search, which serves the oracle.
 
 Unlike KerasTuner's own chief loop, `serve_oracle` notices workers that went
 silent, sends their trials back for retry, and returns once no worker is left
@@ -18,29 +18,13 @@ import keras_tuner
 
 from vae_tf.tuning import keras_tuner_internals
 
-KERASTUNER_ENV = ("KERASTUNER_TUNER_ID", "KERASTUNER_ORACLE_IP", "KERASTUNER_ORACLE_PORT")
-
-
-def distributed_role(environ=os.environ) -> str:
-  """'chief', 'worker' or 'standalone', from KerasTuner's environment variables."""
-  present = [name for name in KERASTUNER_ENV if environ.get(name)]
-  if not present:
-    return "standalone"
-  missing = [name for name in KERASTUNER_ENV if name not in present]
-  if missing:
-    raise ValueError(f"distributed tuning needs all of {', '.join(KERASTUNER_ENV)}; "
-                     f"{', '.join(missing)} not set")
-  port = environ["KERASTUNER_ORACLE_PORT"]
-  if not port.isdigit() or not 0 < int(port) < 65536:
-    raise ValueError(f"KERASTUNER_ORACLE_PORT must be a port number, got {port!r}")
-  # KerasTuner's own rule: any tuner id containing "chief" runs the oracle.
-  return "chief" if "chief" in environ["KERASTUNER_TUNER_ID"] else "worker"
-
-
 @dataclasses.dataclass
 class ChiefOutcome:
   finished: bool  # every trial ended and every worker was told the search is over
   lost_workers: list[str]  # workers that went silent while running a trial
+
+
+_ANSWER_GRACE_SECONDS = 5.0
 
 
 def serve_oracle(tuner: keras_tuner.Tuner, worker_timeout_seconds: float,
@@ -111,7 +95,9 @@ def serve_oracle(tuner: keras_tuner.Tuner, worker_timeout_seconds: float,
         if now - latest > worker_timeout_seconds:
           return ChiefOutcome(False, lost)
   finally:
-    server.stop(grace=None)
+    # The worker told STOPPED may still be waiting for that answer: it gets it,
+    # where grace=None would cancel it into an UNAVAILABLE error on the worker.
+    server.stop(grace=_ANSWER_GRACE_SECONDS).wait()
 
 
 @keras_tuner.synchronized

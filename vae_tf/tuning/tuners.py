@@ -13,7 +13,7 @@ import keras_tuner
 from vae_tf import run_folder
 from vae_tf.search_space import TUNERS, SearchSpaceError, grid_size
 from vae_tf.tuning import keras_tuner_internals
-from vae_tf.tuning.distributed import distributed_role
+from vae_tf.tuning.roles import distributed_role
 from vae_tf.tuning.hypermodel import OBJECTIVE, VAEHyperModel
 
 # Written into the project folder: the settings that define the search (so a
