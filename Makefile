@@ -38,10 +38,13 @@ reproduce: $(INSTALLED)
 	$(PY) -m pipelines.reproduce all --budget=$(REPRODUCE_BUDGET) \
 	  --output_dir=runs/reproduce_$(REPRODUCE_BUDGET)
 
-# One pytest worker per core; a file's tests stay on one worker, so its
-# fixtures (trained models, servers) are built once.
+# One pytest worker per core, and one more: many tests wait on subprocesses
+# and sockets, and the extra worker uses that idle time (docs/development.md).
+# A file's tests stay on one worker, so its fixtures (trained models,
+# servers) are built once.
+TEST_WORKERS ?= $(shell echo $$(( $$(nproc) + 1 )))
 test: $(INSTALLED)
-	$(PY) -m pytest tests -q -n auto --dist loadfile
+	$(PY) -m pytest tests -q -n $(TEST_WORKERS) --dist loadfile
 
 bench: $(INSTALLED)
 	$(PY) -m bench.train_throughput
