@@ -4,7 +4,8 @@ Imported first by each pipelines/*.py entry point, before anything loads
 TensorFlow, because TensorFlow reads its logging settings from the
 environment when it loads. By default only warnings and errors reach the
 console; absl's own `--verbosity` flag brings the rest back:
-  --verbosity=-1  (default) warnings and errors, from Python and TensorFlow's C++
+  --verbosity=-1  (default) warnings and errors, from Python and TensorFlow's C++,
+                  less TensorFlow's advice on retracing
   --verbosity=0   also INFO: absl, TFDS, TensorFlow's Python and C++ logs
   --verbosity=1   also debug
 An explicit TF_CPP_MIN_LOG_LEVEL in the environment wins for the C++ logs.
@@ -24,6 +25,7 @@ import contextlib
 import glob
 import importlib.abc
 import importlib.util
+import logging as std_logging
 import os
 import re
 import sys
@@ -111,7 +113,22 @@ class _QuietTensorFlowImport(importlib.abc.MetaPathFinder):
     return spec
 
 
+class _WithoutRetracingAdvice(std_logging.Filter):
+  """Drops TensorFlow's "triggered tf.function retracing" advice.
+
+  A process that trains several models (`pipelines.reproduce
+  --parallel_runs=1`) builds each model's compiled functions anew, by
+  design; TensorFlow takes that for a loop that retraces and says so in a
+  paragraph per function.
+  """
+
+  def filter(self, record: std_logging.LogRecord) -> bool:
+    return "triggered tf.function retracing" not in record.getMessage()
+
+
 def _set_up_tensorflow_logging(verbosity: int) -> None:
+  if verbosity < logging.INFO:
+    std_logging.getLogger("tensorflow").addFilter(_WithoutRetracingAdvice())
   if not _TF_CPP_LEVEL_FROM_USER:
     os.environ[_TF_CPP_LEVEL] = _tf_cpp_level(verbosity)
   # Its C++ INFO logs are off, but the chatter comes before that setting

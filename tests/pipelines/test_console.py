@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 
-from cli_helpers import run
+import pytest
+
+from cli_helpers import REPO_ROOT, TIMEOUT_SECONDS, run
 
 # 1000 MNIST images in blocks of 10 updates of 100: one `fit` step per epoch.
 SHORT_RUN = ("--preset=modern", "--train_examples=1000", "--hidden_units=32", "--latent_dim=2",
@@ -56,3 +60,30 @@ def test_verbosity_zero_brings_info_back(env, tmp_path):
   lines = result.stderr.splitlines()
   assert [line for line in lines if PYTHON_INFO.match(line)], result.stderr[-3000:]
   assert [line for line in lines if CPP_INFO.match(line)], result.stderr[-3000:]
+
+
+# A pipeline in miniature that builds a fresh tf.function per "model", as
+# `pipelines.reproduce --parallel_runs=1` does, which TensorFlow reads as retracing.
+MANY_FUNCTIONS = """
+from pipelines import console
+from absl import app
+
+def main(argv):
+  import tensorflow as tf
+  for size in range(1, 9):
+    tf.function(lambda x: x * 2.0)(tf.ones([size]))
+  print("done")
+
+app.run(main)
+"""
+
+
+@pytest.mark.parametrize("verbosity, advice_shown", [([], False), (["--verbosity=0"], True)],
+                         ids=["default", "verbosity_0"])
+def test_retracing_advice_only_at_info(env, verbosity, advice_shown):
+  result = subprocess.run([sys.executable, "-c", MANY_FUNCTIONS, *verbosity], cwd=REPO_ROOT,
+                          env=quiet_env(env), capture_output=True, text=True,
+                          timeout=TIMEOUT_SECONDS)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert result.stdout == "done\n"
+  assert ("triggered tf.function retracing" in result.stderr) == advice_shown, result.stderr
