@@ -15,8 +15,8 @@ batching on (the parameters `make serve` uses) over REST at 1 and 64 clients
 and over gRPC at 64; bench.naive_server (one model call per request) over REST
 at 1 and 64; REST at 64 clients while a new model version is hot-loaded; and
 the in-process ceiling, the signature called in a loop at batch 1 and 64; and
-the gRPC floor, grpc.aio answering a canned response without reading the
-request (bench.grpc_floor_server), at 64 clients.
+the floors at 64 clients: the REST and gRPC stacks answering a canned
+response without parsing the request or calling a model (bench.floor_server).
 
 A request fails if it times out, is refused, or is not answered 200 / OK
 (gRPC statuses from the server's request_count metric). "server CPU" is the
@@ -246,7 +246,7 @@ def _table(rows: list[dict]) -> str:
   for r in rows:
     ratio = (f"{r['per_second'] / naive[r['clients']]:.1f}x"
              if r["clients"] in naive and naive[r["clients"]]
-             and not r["cell"].startswith(("in-process", "gRPC floor"))
+             and not r["cell"].startswith(("in-process", "REST floor", "gRPC floor"))
              else "")
     cpu = "" if r["server_cpu_us"] != r["server_cpu_us"] else f"{r['server_cpu_us']:,.0f}"
     lines.append(f"| {r['cell']} | {r['clients']} | {r['per_second']:,.0f} | {r['p50_ms']:.2f} | "
@@ -327,15 +327,20 @@ def run(work_dir: Path) -> str:
       rows.append(_cell("naive server, REST", clients, naive, lambda s, c=clients: _wrk(
           f"{naive.rest}{predict}", c, s, body_path, script)))
 
-  floor_port = free_port()
-  with ServerProcess([f"--port={floor_port}"], work_dir / "grpc_floor.log",
-                     module="bench.grpc_floor_server", ready_marker="gRPC floor at:",
-                     rest_port=floor_port) as floor:
-    floor.wait_ready(300)
-    rows.append(_cell("gRPC floor: grpc.aio, Predict does nothing", 64, floor,
-                      lambda s: _h2load(f"http://127.0.0.1:{floor_port}/tensorflow.serving."
-                                        "PredictionService/Predict", 64, s, frame_path,
-                                        work_dir / "h2load.log")))
+  for api in ("rest", "grpc"):
+    floor_port = free_port()
+    with ServerProcess([f"--api={api}", f"--port={floor_port}"], work_dir / f"{api}_floor.log",
+                       module="bench.floor_server", ready_marker=f"{api} floor at:",
+                       rest_port=floor_port) as floor:
+      floor.wait_ready(300)
+      if api == "rest":
+        rows.append(_cell("REST floor: serving.http_server, a canned answer", 64, floor,
+                          lambda s: _wrk(f"{floor.rest}{predict}", 64, s, body_path, script)))
+      else:
+        rows.append(_cell("gRPC floor: grpc.aio, Predict does nothing", 64, floor,
+                          lambda s: _h2load(f"http://127.0.0.1:{floor_port}/tensorflow.serving."
+                                            "PredictionService/Predict", 64, s, frame_path,
+                                            work_dir / "h2load.log")))
 
   args = ["--model_name=vae", f"--model_base_path={base_path}", "--enable_batching",
           f"--batching_parameters_file={Path(FLAGS.batching_parameters_file).resolve()}",
