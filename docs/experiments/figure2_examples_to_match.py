@@ -7,21 +7,33 @@ For each panel, takes AEVB's test bound at the curve's 1st, 3rd, 5th and 7th
 points (10^5, 3.2x10^5, 10^6 and 3.2x10^6 examples in `medium`) and prints how
 many examples wake-sleep's test curve needs to reach it, interpolated in log x
 between its points, as a multiple of AEVB's. Also prints, per panel, AEVB's lead
-in nats at every point, train and test. Reads only the runs' `curve.csv` files.
+in nats at every point, train and test. Reads the folder's budget record and
+the runs' `curve.csv` files.
 """
 
-import csv
+import dataclasses
+import json
 import math
 import pathlib
 import sys
 
-PANELS = [("mnist", nz) for nz in (3, 5, 10, 20, 200)] + \
-         [("frey_face", nz) for nz in (2, 5, 10, 20)]
+from pipelines import console  # noqa: F401  (first: a quiet console)
+
+from vae_tf import run_folder
+from vae_tf.reproduction import budgets, curves, figure_runs
 
 
-def curve(output_dir: pathlib.Path, name: str) -> list[dict[str, float]]:
-  with open(output_dir / "runs" / name / "curve.csv") as f:
-    return [{key: float(value) for key, value in row.items() if value} for row in csv.DictReader(f)]
+def panels(output_dir: pathlib.Path) -> list[tuple[figure_runs.RunSpec, figure_runs.RunSpec]]:
+  """(AEVB, wake-sleep) run specs of every Figure 2 panel of the folder's budget."""
+  record = json.loads((output_dir / budgets.FIGURE_BUDGET_FILE).read_text())
+  specs = figure_runs.figure2_specs(budgets.FIGURE_BUDGETS[record["budget"]["name"]])
+  return [(spec, dataclasses.replace(spec, method="wake_sleep"))
+          for spec in specs if spec.method == "aevb"]
+
+
+def curve(output_dir: pathlib.Path, spec: figure_runs.RunSpec) -> list[dict]:
+  return run_folder.read_csv_rows(
+      output_dir / figure_runs.RUNS_DIR / spec.name / curves.CURVE_FILE)
 
 
 def examples_to_reach(rows: list[dict[str, float]], bound: float) -> float | None:
@@ -39,9 +51,9 @@ def examples_to_reach(rows: list[dict[str, float]], bound: float) -> float | Non
 
 def main(output_dir: pathlib.Path) -> None:
   print("panel            wake-sleep examples to reach AEVB's test bound at its point 1, 3, 5, 7")
-  for dataset, nz in PANELS:
-    aevb = curve(output_dir, f"{dataset}_nz{nz}_aevb")
-    wake_sleep = curve(output_dir, f"{dataset}_nz{nz}_wake_sleep")
+  for aevb_spec, wake_sleep_spec in panels(output_dir):
+    aevb, wake_sleep = curve(output_dir, aevb_spec), curve(output_dir, wake_sleep_spec)
+    dataset, nz = aevb_spec.dataset, aevb_spec.latent_dim
     cells = []
     for point in (0, 2, 4, 6):
       reached = examples_to_reach(wake_sleep, aevb[point]["test_elbo"])
