@@ -65,6 +65,7 @@ flags.DEFINE_float("request_timeout", 10.0, "Seconds before a request counts as 
 flags.DEFINE_string("output_dir", "runs/bench_serving", "Where results.md and results.json go.")
 
 SIGNATURE = "encode"
+GRPC_PREDICT = "/tensorflow.serving.PredictionService/Predict"  # h2load's URL path
 INPUT_SIZE = 784
 CLIENTS = (1, 64)
 TARGET_SPEEDUP = 5.0
@@ -327,20 +328,20 @@ def run(work_dir: Path) -> str:
       rows.append(_cell("naive server, REST", clients, naive, lambda s, c=clients: _wrk(
           f"{naive.rest}{predict}", c, s, body_path, script)))
 
-  for api in ("rest", "grpc"):
+  floors = {  # api: (cell, load on the floor server's URL for a number of seconds)
+      "rest": ("REST floor: serving.http_server, a canned answer",
+               lambda url, s: _wrk(f"{url}{predict}", 64, s, body_path, script)),
+      "grpc": ("gRPC floor: grpc.aio, Predict does nothing",
+               lambda url, s: _h2load(f"{url}{GRPC_PREDICT}", 64, s, frame_path,
+                                      work_dir / "h2load.log")),
+  }
+  for api, (cell, load) in floors.items():
     floor_port = free_port()
     with ServerProcess([f"--api={api}", f"--port={floor_port}"], work_dir / f"{api}_floor.log",
                        module="bench.floor_server", ready_marker=f"{api} floor at:",
                        rest_port=floor_port) as floor:
       floor.wait_ready(300)
-      if api == "rest":
-        rows.append(_cell("REST floor: serving.http_server, a canned answer", 64, floor,
-                          lambda s: _wrk(f"{floor.rest}{predict}", 64, s, body_path, script)))
-      else:
-        rows.append(_cell("gRPC floor: grpc.aio, Predict does nothing", 64, floor,
-                          lambda s: _h2load(f"http://127.0.0.1:{floor_port}/tensorflow.serving."
-                                            "PredictionService/Predict", 64, s, frame_path,
-                                            work_dir / "h2load.log")))
+      rows.append(_cell(cell, 64, floor, lambda s: load(floor.rest, s)))
 
   args = ["--model_name=vae", f"--model_base_path={base_path}", "--enable_batching",
           f"--batching_parameters_file={Path(FLAGS.batching_parameters_file).resolve()}",
@@ -355,7 +356,7 @@ def run(work_dir: Path) -> str:
 
     def grpc_load(seconds: int) -> dict:
       before = _grpc_failures(server)
-      result = _h2load(f"http://{server.grpc_target}/tensorflow.serving.PredictionService/Predict",
+      result = _h2load(f"http://{server.grpc_target}{GRPC_PREDICT}",
                        64, seconds, frame_path, work_dir / "h2load.log")
       result["failed"] += _grpc_failures(server) - before
       return result
