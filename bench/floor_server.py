@@ -27,9 +27,10 @@ flags.DEFINE_integer("port", None, "Port to bind.", lower_bound=1, upper_bound=6
                      required=True)
 
 READY_MARKER = " floor at:"
-# What serving.server answers an `encode` of one row: 20 means, 20 log-variances.
-REST_ANSWER = ('{"predictions": [{"mean": [' + ", ".join(["0.1234"] * 20) + '], "log_variance": ['
-               + ", ".join(["-1.234"] * 20) + "]}]}").encode()
+# The outputs of an `encode` of one row (Nz=20), which the REST floor answers
+# in serving.server's own JSON.
+ENCODE_OUTPUTS = ("mean", "stddev", "z")
+LATENT_DIM = 20
 
 
 async def _start_grpc():
@@ -53,9 +54,14 @@ async def _start_grpc():
 
 
 async def _start_rest():
-  from serving import http_server
+  import numpy as np
 
-  answer = http_server.Response(200, REST_ANSWER)
+  from serving import http_server, json_response
+
+  rng = np.random.default_rng(0)
+  outputs = {name: rng.standard_normal((1, LATENT_DIM)).astype(np.float32)
+             for name in ENCODE_OUTPUTS}
+  answer = http_server.Response(200, json_response.response(outputs, row_format=True))
 
   async def handler(request: http_server.Request) -> http_server.Response:
     return answer
