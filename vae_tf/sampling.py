@@ -8,8 +8,8 @@ dreams (a whole image per example) were two thirds of its update, and the
 k draws per image of importance-sampled evaluation are k x Nz normals.
 TensorFlow's kernels outside XLA have no ThreeFry, so code that is traced
 for XLA says so with `compiled_by_xla()` (or is an `xla_function`), and `draw`
-picks ThreeFry there and
-TensorFlow's default elsewhere (eager calls, distributed training).
+picks ThreeFry there and TensorFlow's default elsewhere (eager calls,
+distributed training).
 
 `draw` takes the same kind of draw as `distribution.sample(sample_shape,
 seed)` for the distributions the models use: reparameterized Normals
