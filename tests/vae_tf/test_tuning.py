@@ -5,7 +5,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 
@@ -105,6 +108,48 @@ def test_settings_are_written_once_and_checked_after(tmp_path):
                      r"saved \{'latent_dim': \[2, 3\]\}, requested \{'latent_dim': \[2, 5\]\}\)"):
     tuners.record_settings(tmp_path, {**settings, "search_space": {"latent_dim": [2, 5]}})
   assert [p.name for p in tmp_path.iterdir()] == [tuners.SETTINGS_FILE]
+
+
+# Saves a KerasTuner state file, then dies halfway through writing its next version.
+KILLED_MID_WRITE = """
+import os, signal, sys
+import tensorflow as tf
+from keras_tuner.src import utils
+from vae_tf.tuning import keras_tuner_internals
+keras_tuner_internals.save_state_atomically()
+utils.save_json(sys.argv[1], {"version": 1})
+write = tf.io.gfile.GFile.write
+
+def write_half_and_die(self, text):
+  write(self, text[:len(text) // 2])
+  self.flush()
+  os.kill(os.getpid(), signal.SIGKILL)
+
+tf.io.gfile.GFile.write = write_half_and_die
+utils.save_json(sys.argv[1], {"version": 2})
+"""
+
+
+def test_keras_tuner_state_survives_a_kill_mid_write(tmp_path):
+  path = tmp_path / "oracle.json"
+  killed = subprocess.run([sys.executable, "-c", KILLED_MID_WRITE, str(path)])
+  assert killed.returncode == -signal.SIGKILL
+  assert json.loads(path.read_text()) == {"version": 1}
+
+
+def test_unreadable_state_is_refused_by_name(tmp_path):
+  project = tmp_path / "p"
+  (project / "trial_0").mkdir(parents=True)
+  (project / "oracle.json").write_text("{}")
+  (project / "trial_0" / "trial.json").write_text('{"trial_id": "0", "hyperpa')
+  search = small_hypermodel({"latent_dim": [2, 3], "hidden_units": [8]})
+  with pytest.raises(ValueError, match=r"trial_0/trial.json is not valid JSON \(Unterminated "
+                     r"string.*pass --overwrite to start the search afresh"):
+    tuners.make_tuner("random", search, directory=tmp_path, project_name="p", max_epochs=1,
+                      max_trials=2)
+  tuner = tuners.make_tuner("random", search, directory=tmp_path, project_name="p",
+                            max_epochs=1, max_trials=2, overwrite=True)
+  assert tuner.oracle.trials == {}
 
 
 # --- The chief, with KerasTuner's own gRPC client as the workers -----------------

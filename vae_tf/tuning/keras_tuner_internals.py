@@ -4,14 +4,19 @@ KerasTuner's chief (`keras_tuner.Tuner.search` as "chief") waits forever for
 workers that may be gone; ours (`vae_tf.tuning.distributed`) serves the same
 gRPC service itself, so it needs KerasTuner's servicer, its service
 registration and two private fields of the oracle. Hyperband's bracket sizes
-are private too. Pinned by the keras-tuner<1.5 requirement (pyproject.toml);
+are private too, and so is the JSON writer that all of KerasTuner's state goes
+through, which truncates its file before writing it. Pinned by the keras-tuner<1.5 requirement (pyproject.toml);
 tests/vae_tf/test_tuning.py drives every function here.
 """
 
 from __future__ import annotations
 
+import json
+
 import keras_tuner
+import tensorflow as tf
 from keras_tuner.src import protos
+from keras_tuner.src import utils
 from keras_tuner.src.distribute import oracle_chief
 
 # KerasTuner's gRPC servicer of an oracle, to subclass: CreateTrial,
@@ -37,3 +42,21 @@ def has_trials_to_retry(oracle: keras_tuner.Oracle) -> bool:
 def hyperband_first_round(oracle: keras_tuner.oracles.HyperbandOracle) -> int:
   """Configurations `oracle` samples for the first round of its first (largest) bracket."""
   return oracle._get_size(oracle._get_num_brackets() - 1, 0)
+
+
+def _save_json_atomically(path: str, obj) -> str:
+  text = json.dumps(obj)
+  temporary = f"{path}.tmp"
+  with tf.io.gfile.GFile(temporary, "w") as f:
+    f.write(text)
+  tf.io.gfile.rename(temporary, path, overwrite=True)
+  return text
+
+
+def save_state_atomically() -> None:
+  """Makes KerasTuner write oracle, tuner and trial files by replacing them whole.
+
+  Its own writer truncates a file and then writes it, so a search killed in
+  between leaves JSON that no rerun can reload.
+  """
+  utils.save_json = _save_json_atomically

@@ -73,6 +73,9 @@ def make_tuner(name: str, hypermodel: VAEHyperModel, *, directory: str | os.Path
                hyperband_factor: int = 3, hyperband_iterations: int = 1, seed: int = 0,
                overwrite: bool = False, max_retries_per_trial: int = 1) -> keras_tuner.Tuner:
   """A tuner that resumes the search in `directory/project_name` unless `overwrite`."""
+  keras_tuner_internals.save_state_atomically()
+  if not overwrite:
+    _refuse_unreadable_state(Path(directory) / project_name)
   common = dict(hypermodel=hypermodel, objective=OBJECTIVE, seed=seed, overwrite=overwrite,
                 directory=str(directory), project_name=project_name,
                 max_retries_per_trial=max_retries_per_trial, max_consecutive_failed_trials=3)
@@ -102,6 +105,16 @@ def make_tuner(name: str, hypermodel: VAEHyperModel, *, directory: str | os.Path
     # search begun in one process and continued as a chief would start over.
     tuner.oracle.reload()
   return tuner
+
+
+def _refuse_unreadable_state(project: Path) -> None:
+  for path in sorted([*project.glob("*.json"), *project.glob("trial_*/*.json")]):
+    try:
+      json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+      raise ValueError(
+          f"{path} is not valid JSON ({error}), perhaps cut short by a kill of a version that "
+          "wrote it in place; pass --overwrite to start the search afresh") from None
 
 
 def hyperband_first_round(max_epochs: int, factor: int) -> int:
