@@ -70,6 +70,7 @@ class ServingBackend:
     self.metrics = metrics
     self._executor = executor
     self._bridges: dict[asyncio.AbstractEventLoop, _CompletionBridge] = {}
+    self._holding: set[asyncio.AbstractEventLoop] = set()
 
   def _run(self, servable: Servable, signature: Signature, inputs: dict[str, np.ndarray],
            output_names: list[str]) -> dict[str, np.ndarray]:
@@ -91,13 +92,22 @@ class ServingBackend:
     # Only requests that agree on all of this can share one model call.
     key = (servable.name, servable.version, id(servable), signature.name,
            tuple((name, inputs[name].shape[1:]) for name in sorted(inputs)), tuple(output_names))
-    future = self.scheduler.submit(
-        key, lambda merged: self._run(servable, signature, merged, output_names), inputs)
+    run = lambda merged: self._run(servable, signature, merged, output_names)
     loop = asyncio.get_running_loop()
     bridge = self._bridges.get(loop)
     if bridge is None:
       bridge = self._bridges[loop] = _CompletionBridge(loop)
+    if loop not in self._holding:
+      # The requests this loop parses before it next waits share model calls.
+      self._holding.add(loop)
+      self.scheduler.hold()
+      loop.call_soon(self._release, loop)
+    future = self.scheduler.submit(key, run, inputs)
     return await bridge.wrap(future)
+
+  def _release(self, loop: asyncio.AbstractEventLoop) -> None:
+    self._holding.discard(loop)
+    self.scheduler.release()
 
   def record(self, model_name: str, error: errors.ServingError | None, entrypoint: str,
              started: float) -> None:

@@ -5,7 +5,8 @@ queued together; a batch thread takes a batch when it is full, when its
 oldest request has waited `batch_timeout_micros`, or at once if the timeout
 is 0 and a thread is free. So under load requests pile up while the threads
 are busy and the next batch is larger: throughput adapts without a fixed
-wait. Inputs are concatenated along axis 0 (padded with copies of the first
+wait. An event loop holds the scheduler (`hold`) while it parses the
+requests that arrived together, so they start as one batch. Inputs are concatenated along axis 0 (padded with copies of the first
 row up to the next of `allowed_batch_sizes`), run once, and the outputs are
 split back.
 
@@ -84,6 +85,7 @@ class BatchScheduler:
     self._queues: dict[object, _Queue] = {}
     self._condition = threading.Condition()
     self._stopping = False
+    self._holds = 0
     self._threads = [threading.Thread(target=self._work, name=f"batch-{i}", daemon=True)
                      for i in range(options.num_batch_threads)]
     for thread in self._threads:
@@ -128,12 +130,30 @@ class BatchScheduler:
           queue.batches.append(_Batch(key))
         queue.batches[-1].tasks.append(task)
         queue.batches[-1].size += piece
-      self._condition.notify()
+      if not self._holds or len(queue.batches) > 1 or \
+          queue.batches[0].size >= self.options.execution_batch_size:
+        self._condition.notify()  # while held, only a full batch may start
     return tasks[0].future if len(tasks) == 1 else splitting.joined([t.future for t in tasks])
+
+  def hold(self) -> None:
+    """Keeps batches that are not full from starting until `release`.
+
+    A caller about to submit more requests (an event loop with more of them
+    ready to parse) lets them share one model call instead of trailing the
+    first in calls of their own.
+    """
+    with self._condition:
+      self._holds += 1
+
+  def release(self) -> None:
+    with self._condition:
+      self._holds -= 1
+      self._condition.notify()
 
   def _ready_batch(self, now: float) -> tuple[_Queue, _Batch] | float | None:
     """A batch to run now, else seconds until one times out (None: no batches)."""
     timeout = self.options.batch_timeout_micros / 1e6
+    held = self._holds and not self._stopping
     wait = None
     oldest = None
     for key, queue in self._queues.items():
@@ -142,10 +162,10 @@ class BatchScheduler:
       first = queue.batches[0]
       full = len(queue.batches) > 1 or first.size >= self.options.execution_batch_size
       due = first.tasks[0].enqueued_at + timeout
-      if full or due <= now:
+      if full or (due <= now and not held):
         if oldest is None or first.tasks[0].enqueued_at < oldest[1].tasks[0].enqueued_at:
           oldest = (key, first)
-      else:
+      elif not held:  # a release notifies
         wait = due - now if wait is None else min(wait, due - now)
     if oldest is not None:
       key, batch = oldest
