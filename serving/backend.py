@@ -80,8 +80,13 @@ class ServingBackend:
     return outputs
 
   async def run(self, servable: Servable, signature: Signature, inputs: dict[str, np.ndarray],
-                output_filter: list[str]) -> dict[str, np.ndarray]:
-    """Checks and runs one predict request on a servable the caller holds."""
+                output_filter: list[str], alone: bool = False) -> dict[str, np.ndarray]:
+    """Checks and runs one predict request on a servable the caller holds.
+
+    `alone`: no other request waits behind this one, so if the batch threads
+    are idle too it runs at once in the caller's thread (still a batch, as
+    the metrics count it).
+    """
     output_names = servable.check_names(signature, inputs, output_filter)
     if self.scheduler is not None:
       batching.batch_size_of(inputs)  # TF Serving's batching errors come before the session's
@@ -93,6 +98,8 @@ class ServingBackend:
     key = (servable.name, servable.version, id(servable), signature.name,
            tuple((name, inputs[name].shape[1:]) for name in sorted(inputs)), tuple(output_names))
     run = lambda merged: self._run(servable, signature, merged, output_names)
+    if alone and (done := self.scheduler.run_now(key, run, inputs)) is not None:
+      return done.result()
     loop = asyncio.get_running_loop()
     bridge = self._bridges.get(loop)
     if bridge is None:

@@ -86,6 +86,7 @@ class BatchScheduler:
     self._condition = threading.Condition()
     self._stopping = False
     self._holds = 0
+    self._running = 0  # batches being run
     self._threads = [threading.Thread(target=self._work, name=f"batch-{i}", daemon=True)
                      for i in range(options.num_batch_threads)]
     for thread in self._threads:
@@ -134,6 +135,26 @@ class BatchScheduler:
           queue.batches[0].size >= self.options.execution_batch_size:
         self._condition.notify()  # while held, only a full batch may start
     return tasks[0].future if len(tasks) == 1 else splitting.joined([t.future for t in tasks])
+
+  def run_now(self, key, run: RunFunction, inputs: dict[str, np.ndarray]) -> futures.Future | None:
+    """Runs a request in the caller's thread as a batch of its own if a batch
+    thread would start it at once anyway (no batch timeout, nothing queued,
+    running or held) and it fits one call; else None. A request that nothing
+    else waits to share a call with gains nothing from the batch thread but
+    two thread hand-offs."""
+    size = batch_size_of(inputs)
+    with self._condition:
+      if (self.options.batch_timeout_micros or self._queues or self._running or self._holds
+          or self._stopping or size > self.options.execution_batch_size):
+        return None
+      self._running += 1
+    task = _Task(inputs, size, futures.Future(), time.monotonic())
+    try:
+      self._process(run, _Batch(key, [task], size))
+    finally:
+      with self._condition:
+        self._running -= 1
+    return task.future
 
   def hold(self) -> None:
     """Keeps batches that are not full from starting until `release`.
@@ -186,8 +207,13 @@ class BatchScheduler:
           if isinstance(ready, tuple):
             break
           self._condition.wait(ready)
+        self._running += 1
       queue, batch = ready
-      self._process(queue.run, batch)
+      try:
+        self._process(queue.run, batch)
+      finally:
+        with self._condition:
+          self._running -= 1
 
   def _process(self, run: RunFunction, batch: _Batch) -> None:
     started = time.monotonic()

@@ -35,6 +35,9 @@ class Request:
   method: str
   raw_path: str  # path and query, undecoded
   body: bytes
+  # Requests the server had read but not begun to answer when this one began:
+  # 0 means nothing else is waiting to share its work.
+  others_waiting: int = 0
 
   @property
   def path(self) -> str:
@@ -117,6 +120,7 @@ class _Connection(asyncio.Protocol):
 
   def connection_lost(self, exc: Exception | None) -> None:
     self._closing = True
+    self._drop_pending()
     self._server.connections.discard(self)
     self._writable.set()
     if self._answering is not None:
@@ -190,6 +194,7 @@ class _Connection(asyncio.Protocol):
     request = Request(self._parser.get_method().decode("ascii", "replace"),
                       self._url.decode("latin-1"), b"".join(self._body))
     self._pending.append((request, self._parser.should_keep_alive()))
+    self._server.waiting += 1
     if self._answering is None:
       self._answering = asyncio.get_running_loop().create_task(self._answer_pending())
     elif len(self._pending) >= _MAX_PIPELINED and self._reading:
@@ -198,11 +203,15 @@ class _Connection(asyncio.Protocol):
 
   # answering
 
+  def _drop_pending(self) -> None:
+    self._server.waiting -= len(self._pending)
+    self._pending.clear()
+
   def _refuse(self, response: Response) -> None:
     """Answers at once (after those queued are dropped) and closes: the rest of
     the stream cannot be trusted to frame requests."""
     self._refused = True
-    self._pending.clear()
+    self._drop_pending()
     if self._answering is not None:
       self._answering.cancel()
     self._write(response, keep_alive=False)
@@ -222,7 +231,11 @@ class _Connection(asyncio.Protocol):
     the connection, and a client still sending a refused body would lose the
     answer."""
     if self._transport.can_write_eof():
-      self._transport.write_eof()
+      try:
+        self._transport.write_eof()
+      except OSError:  # the client has gone already
+        self._transport.close()
+        return
       asyncio.get_running_loop().call_later(_LINGER_SECONDS, self._transport.close)
     else:
       self._transport.close()
@@ -231,6 +244,8 @@ class _Connection(asyncio.Protocol):
     try:
       while self._pending and not self._closing:
         request, keep_alive = self._pending.popleft()
+        self._server.waiting -= 1
+        request.others_waiting = self._server.waiting
         if not self._reading and len(self._pending) < _MAX_PIPELINED:
           self._reading = True
           self._transport.resume_reading()
@@ -241,6 +256,8 @@ class _Connection(asyncio.Protocol):
         self.last_active = time.monotonic()
     finally:
       self._answering = None
+      if self._closing:
+        self._drop_pending()
 
   @property
   def busy(self) -> bool:
@@ -262,6 +279,7 @@ class HttpServer:
     self.too_large = dataclasses.replace(too_large, close=True)
     self.idle_timeout = idle_timeout
     self.connections: set[_Connection] = set()
+    self.waiting = 0  # requests read, not yet being answered
     self.draining = False
     self._server: asyncio.Server | None = None
     self._sweeper: asyncio.Task | None = None

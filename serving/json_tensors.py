@@ -161,7 +161,10 @@ def to_tensor(value, dtype: tf.DType, may_hold_bools: bool) -> np.ndarray:
           return _strict_tensor(value, dtype)
         with np.errstate(over="ignore"):
           converted = array.astype(dtype.as_numpy_dtype)
-        if dtype == tf.float32 and np.isinf(converted).sum() != np.isinf(array).sum():
+        # A float32 infinity the input did not have is an overflow (one check
+        # in the usual case: without an infinity there is nothing to compare).
+        if dtype == tf.float32 and np.isinf(converted).any() and \
+            np.isinf(converted).sum() != np.isinf(array).sum():
           return _strict_tensor(value, dtype)
         return converted
   return _strict_tensor(value, dtype)

@@ -151,7 +151,8 @@ class RestApi:
         may_hold_bools = b"true" in body or b"false" in body
         inputs, row_format = json_tensors.request_inputs(document, signature.inputs,
                                                          may_hold_bools)
-        outputs = await self.backend.run(servable, signature, inputs, [])
+        outputs = await self.backend.run(servable, signature, inputs, [],
+                                         alone=request.others_waiting == 0)
       response = _json_response(json_response.response(outputs, row_format))
     except errors.ServingError as error:
       self.backend.record(name, error, "REST", started)

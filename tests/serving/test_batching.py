@@ -57,3 +57,39 @@ def test_a_full_batch_runs_while_held_and_stop_finishes_held_ones():
   scheduler.stop()  # never released: stopping still runs what is queued
   assert float(partial.result(timeout=0)["y"][0, 0]) == 18
   assert model.calls == [4, 1]
+
+
+def test_run_now_runs_a_lone_request_in_the_callers_thread_only_when_idle():
+  threads = []
+
+  def model(inputs):
+    threads.append(threading.current_thread())
+    return {"y": inputs["x"] * 2}
+
+  batches = []
+  scheduler = BatchScheduler(BatchingOptions(max_batch_size=8, num_batch_threads=1),
+                             on_batch=lambda key, size, padded, wait: batches.append(size))
+  try:
+    done = scheduler.run_now("key", model, row(3))
+    assert float(done.result(timeout=0)["y"][0, 0]) == 6
+    assert threads == [threading.current_thread()] and batches == [1]  # still a batch
+    assert scheduler.run_now("key", model, {"x": np.zeros((9, 3), np.float32)}) is None
+    scheduler.hold()
+    assert scheduler.run_now("key", model, row(1)) is None
+    queued = scheduler.submit("key", model, row(1))
+    scheduler.release()
+    queued.result(timeout=10)
+    assert threads[-1] is not threading.current_thread()
+  finally:
+    scheduler.stop()
+
+
+def test_run_now_leaves_a_request_to_wait_out_a_batch_timeout():
+  model = RecordingModel()
+  scheduler = BatchScheduler(BatchingOptions(max_batch_size=8, num_batch_threads=1,
+                                             batch_timeout_micros=20_000))
+  try:
+    assert scheduler.run_now("key", model, row(1)) is None
+    assert model.calls == []
+  finally:
+    scheduler.stop()

@@ -256,7 +256,10 @@ def test_split_requests_share_batches_and_keep_their_rows(start_server, tmp_path
   config = tmp_path / "batching.config"
   config.write_text("max_batch_size { value: 40 }  enable_large_batch_splitting { value: true }"
                     "  max_execution_batch_size { value: 8 }  allowed_batch_sizes: [4, 8]"
-                    "  batch_timeout_micros { value: 5000 }  num_batch_threads { value: 2 }")
+                    "  batch_timeout_micros { value: 5000 }  num_batch_threads { value: 2 }"
+                    # Room for all 159 rows at once (20 batches of 8): with the default of
+                    # 10 batches, requests arriving together were refused as a full queue.
+                    "  max_enqueued_batches { value: 25 }")
   server = start_server("--model_name=vae", f"--model_base_path={export_base / 'vae'}",
                         "--enable_batching", f"--batching_parameters_file={config}")
   status, raw = post(server, {"signature_name": "encode", "inputs": mnist_test_x.tolist()})
