@@ -12,8 +12,9 @@ side by side in one process:
             hand-written sigmoid cross-entropy and KL, Dense layers) fitted
             on a NumPy array with jit_compile=True, steps_per_execution=100.
 Prints steady-state examples/s (first epoch, with compilation, excluded), the
-ratios to the reference, a ceiling (the update's matrix products alone), the validation ELBO each loop reaches after the
-same epochs, and the process's RSS per epoch (to show no growth) and peak.
+ratios to the reference, a ceiling (the update's matrix products alone), the
+validation ELBO each loop reaches after the same epochs, and the process's RSS
+per epoch (to show no growth) and peak.
 With --burda_models it also times Burda et al.'s 784-200-200-50 tanh model
 (M=100) on the fused path with k=1 (VAE) and k=5 (IWAE).
 """

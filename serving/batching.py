@@ -6,9 +6,9 @@ oldest request has waited `batch_timeout_micros`, or at once if the timeout
 is 0 and a thread is free. So under load requests pile up while the threads
 are busy and the next batch is larger: throughput adapts without a fixed
 wait. An event loop holds the scheduler (`hold`) while it parses the
-requests that arrived together, so they start as one batch. Inputs are concatenated along axis 0 (padded with copies of the first
-row up to the next of `allowed_batch_sizes`), run once, and the outputs are
-split back.
+requests that arrived together, so they start as one batch. Inputs are
+concatenated along axis 0 (padded with copies of the first row up to the next
+of `allowed_batch_sizes`), run once, and the outputs are split back.
 
 With `enable_large_batch_splitting` (TF Serving's SharedBatchScheduler and
 batching_session.cc SplitInputTask), `max_batch_size` bounds a request and

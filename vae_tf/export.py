@@ -64,10 +64,11 @@ def _row_keys_from_data(x: tf.Tensor) -> tf.Tensor:
 
 
 def _splitmix64(keys: tf.Tensor, count: int, offset: tf.Tensor | int = 0) -> tf.Tensor:
-  """uint64 [batch, count]: outputs offset+1 .. offset+count of the generator seeded by each key."""
+  """uint64 [batch, count]: outputs offset+1 .. offset+count of each key's generator."""
 
   def shift_xor(value, bits):
-    return tf.bitwise.bitwise_xor(value, tf.bitwise.right_shift(value, tf.constant(bits, tf.uint64)))
+    shifted = tf.bitwise.right_shift(value, tf.constant(bits, tf.uint64))
+    return tf.bitwise.bitwise_xor(value, shifted)
 
   steps = tf.cast(tf.range(1, count + 1, dtype=tf.int64) + tf.cast(offset, tf.int64), tf.uint64)
   state = keys[:, tf.newaxis] + steps[tf.newaxis, :] * tf.constant(_GOLDEN_GAMMA, tf.uint64)

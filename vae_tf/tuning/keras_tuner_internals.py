@@ -5,8 +5,9 @@ workers that may be gone; ours (`vae_tf.tuning.distributed`) serves the same
 gRPC service itself, so it needs KerasTuner's servicer, its service
 registration and two private fields of the oracle. Hyperband's bracket sizes
 are private too, and so is the JSON writer that all of KerasTuner's state goes
-through, which truncates its file before writing it. Pinned by the keras-tuner<1.5 requirement (pyproject.toml);
-tests/vae_tf/test_tuning.py drives every function here.
+through, which truncates its file before writing it. Pinned by the
+keras-tuner<1.5 requirement (pyproject.toml); tests/vae_tf/test_tuning.py
+drives every function here.
 """
 
 from __future__ import annotations
