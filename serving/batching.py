@@ -131,8 +131,7 @@ class BatchScheduler:
           queue.batches.append(_Batch(key))
         queue.batches[-1].tasks.append(task)
         queue.batches[-1].size += piece
-      if not self._holds or len(queue.batches) > 1 or \
-          queue.batches[0].size >= self.options.execution_batch_size:
+      if not self._holds or self._first_is_full(queue):
         self._condition.notify()  # while held, only a full batch may start
     return tasks[0].future if len(tasks) == 1 else splitting.joined([t.future for t in tasks])
 
@@ -171,6 +170,11 @@ class BatchScheduler:
       self._holds -= 1
       self._condition.notify()
 
+  def _first_is_full(self, queue: _Queue) -> bool:
+    """Whether the queue's first batch takes no more: it has the execution
+    size, or a batch has been opened after it."""
+    return len(queue.batches) > 1 or queue.batches[0].size >= self.options.execution_batch_size
+
   def _ready_batch(self, now: float) -> tuple[_Queue, _Batch] | float | None:
     """A batch to run now, else seconds until one times out (None: no batches)."""
     timeout = self.options.batch_timeout_micros / 1e6
@@ -181,9 +185,8 @@ class BatchScheduler:
       if not queue.batches:
         continue
       first = queue.batches[0]
-      full = len(queue.batches) > 1 or first.size >= self.options.execution_batch_size
       due = first.tasks[0].enqueued_at + timeout
-      if full or (due <= now and not held):
+      if self._first_is_full(queue) or (due <= now and not held):
         if oldest is None or first.tasks[0].enqueued_at < oldest[1].tasks[0].enqueued_at:
           oldest = (key, first)
       elif not held:  # a release notifies

@@ -112,20 +112,26 @@ def test_settings_are_written_once_and_checked_after(tmp_path):
 
 # Saves a KerasTuner state file, then dies halfway through writing its next version.
 KILLED_MID_WRITE = """
-import os, signal, sys
+import os, pathlib, signal, sys
 import tensorflow as tf
 from keras_tuner.src import utils
 from vae_tf.tuning import keras_tuner_internals
 keras_tuner_internals.save_state_atomically()
 utils.save_json(sys.argv[1], {"version": 1})
-write = tf.io.gfile.GFile.write
+# KerasTuner's own writer goes through GFile, a plain file write through Path.
+gfile_write, path_write_text = tf.io.gfile.GFile.write, pathlib.Path.write_text
 
-def write_half_and_die(self, text):
-  write(self, text[:len(text) // 2])
+def gfile_write_half_and_die(self, text):
+  gfile_write(self, text[:len(text) // 2])
   self.flush()
   os.kill(os.getpid(), signal.SIGKILL)
 
-tf.io.gfile.GFile.write = write_half_and_die
+def path_write_half_and_die(self, text, *args, **kwargs):
+  path_write_text(self, text[:len(text) // 2], *args, **kwargs)
+  os.kill(os.getpid(), signal.SIGKILL)
+
+tf.io.gfile.GFile.write = gfile_write_half_and_die
+pathlib.Path.write_text = path_write_half_and_die
 utils.save_json(sys.argv[1], {"version": 2})
 """
 

@@ -13,12 +13,14 @@ drives every function here.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import keras_tuner
-import tensorflow as tf
 from keras_tuner.src import protos
 from keras_tuner.src import utils
 from keras_tuner.src.distribute import oracle_chief
+
+from vae_tf import run_folder
 
 # KerasTuner's gRPC servicer of an oracle, to subclass: CreateTrial,
 # UpdateTrial, EndTrial and friends, forwarded to the oracle.
@@ -47,10 +49,7 @@ def hyperband_first_round(oracle: keras_tuner.oracles.HyperbandOracle) -> int:
 
 def _save_json_atomically(path: str, obj) -> str:
   text = json.dumps(obj)
-  temporary = f"{path}.tmp"
-  with tf.io.gfile.GFile(temporary, "w") as f:
-    f.write(text)
-  tf.io.gfile.rename(temporary, path, overwrite=True)
+  run_folder.write_atomically(Path(path), text)
   return text
 
 
