@@ -185,22 +185,28 @@ def _matmul_ceiling(updates: int = 50, repeats: int = 5) -> float:
   initial = [tf.random.normal(shape, stddev=0.01) for shape in sizes]
   x = tf.random.uniform([batch, 784])
 
+  def update(weights):
+    h, layer_inputs = x, []
+    for w in weights:
+      layer_inputs.append(h[:, :w.shape[0]])
+      h = tf.tanh(layer_inputs[-1] @ w)  # the cheapest nonlinearity keeps products apart
+    gradient, updated = h, []
+    for index in reversed(range(len(weights))):
+      updated.insert(0, weights[index] - 1e-9 * tf.matmul(layer_inputs[index], gradient,
+                                                          transpose_a=True))
+      if index:  # the input's gradient, padded back to the previous layer's width
+        gradient = tf.matmul(gradient, weights[index], transpose_b=True)
+        width = weights[index - 1].shape[1]
+        gradient = tf.pad(gradient, [[0, 0], [0, width - gradient.shape[1]]])
+    return updated
+
+  # A while loop, as the fused path runs its updates. Unrolled, XLA fuses each
+  # update's new weights into the next update's products, which then run 4-5x
+  # slower (docs/benchmarks.md): a ceiling that low would be no ceiling.
   @tf.function(jit_compile=True)
   def block(weights):
-    for _ in range(updates):
-      h, layer_inputs = x, []
-      for w in weights:
-        layer_inputs.append(h[:, :w.shape[0]])
-        h = tf.tanh(layer_inputs[-1] @ w)  # the cheapest nonlinearity keeps products apart
-      gradient, updated = h, []
-      for index in reversed(range(len(weights))):
-        updated.insert(0, weights[index] - 1e-9 * (tf.transpose(layer_inputs[index]) @ gradient))
-        if index:  # the input's gradient, padded back to the previous layer's width
-          gradient = gradient @ tf.transpose(weights[index])
-          width = weights[index - 1].shape[1]
-          gradient = tf.pad(gradient, [[0, 0], [0, width - gradient.shape[1]]])
-      weights = updated
-    return weights
+    return tf.while_loop(lambda i, _: i < updates, lambda i, w: (i + 1, update(w)),
+                         (0, weights))[1]
 
   [w.numpy() for w in block(initial)]
   best = float("inf")
