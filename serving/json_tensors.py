@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 
 import numpy as np
 import tensorflow as tf
@@ -21,6 +22,7 @@ from serving import errors, json_document
 from serving.servable import TensorInfo, dtype_name
 
 _NUMERIC_KINDS = {"f": "float", "i": "int", "u": "int"}
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 # NumPy's limit on dimensions (TF's is 254); deeper lists cannot be a tensor here.
@@ -86,7 +88,7 @@ def _scalar(value, dtype: tf.DType):
   if dtype.is_floating:
     limit = 2**24 - 1 if dtype == tf.float32 else 2**53 - 1
     too_big = isinstance(value, float) and dtype == tf.float32 and np.isfinite(value) and \
-        abs(value) > np.finfo(np.float32).max
+        abs(value) > _FLOAT32_MAX
     if (isinstance(value, int) and abs(value) > limit) or too_big:
       raise errors.invalid_argument(
           f"Cannot convert JSON value: {value} to {dtype_name(dtype)} without loss of precision.")
@@ -137,36 +139,47 @@ def _strict_tensor(value, dtype: tf.DType) -> np.ndarray:
 
   walk(value, 0)
   numpy_dtype = object if dtype == tf.string else dtype.as_numpy_dtype
-  return np.array(flat, dtype=numpy_dtype).reshape(shape)
+  with np.errstate(over="ignore"):  # a float16 past its range is infinity, without a warning
+    return np.array(flat, dtype=numpy_dtype).reshape(shape)
+
+
+@functools.lru_cache(maxsize=None)
+def _numeric_facts(dtype: tf.DType) -> tuple[bool, bool, np.dtype]:
+  """(numeric, integer, NumPy dtype) of a TF dtype; TF's DType properties cost
+  a C++ call each, which the per-request path would pay several times."""
+  return dtype.is_floating or dtype.is_integer, dtype.is_integer, dtype.as_numpy_dtype
 
 
 def to_tensor(value, dtype: tf.DType, may_hold_bools: bool) -> np.ndarray:
   """A JSON value (nested lists of scalars) as an array of `dtype`."""
-  if dtype.is_floating or dtype.is_integer:
-    # np.asarray turns booleans mixed with numbers into numbers, so the fast
-    # path is only taken when the body has no JSON true/false at all.
-    if not may_hold_bools and isinstance(value, (list, int, float)):
-      try:
-        array = np.asarray(value)
-      except ValueError:  # ragged
-        array = None
-      if array is not None and array.dtype.kind in _NUMERIC_KINDS:
-        if dtype.is_integer and array.dtype.kind == "f":
-          return _strict_tensor(value, dtype)  # raises the type error
-        if dtype.is_integer and array.size and (array.min() < dtype.min
-                                                or array.max() > dtype.max):
-          return _strict_tensor(value, dtype)
-        if dtype == tf.float32 and array.dtype.kind in "iu" and array.size and \
-            np.abs(array).max() > 2**24 - 1:
-          return _strict_tensor(value, dtype)
-        with np.errstate(over="ignore"):
-          converted = array.astype(dtype.as_numpy_dtype)
-        # A float32 infinity the input did not have is an overflow (one check
-        # in the usual case: without an infinity there is nothing to compare).
-        if dtype == tf.float32 and np.isinf(converted).any() and \
-            np.isinf(converted).sum() != np.isinf(array).sum():
-          return _strict_tensor(value, dtype)
-        return converted
+  numeric, integer, numpy_dtype = _numeric_facts(dtype)
+  # np.asarray turns booleans mixed with numbers into numbers, so the fast
+  # path is only taken when the body has no JSON true/false at all.
+  if numeric and not may_hold_bools and isinstance(value, (list, int, float)):
+    try:
+      array = np.asarray(value)
+    except ValueError:  # ragged
+      array = None
+    if array is not None and array.dtype.kind in _NUMERIC_KINDS:
+      if integer and array.dtype.kind == "f":
+        return _strict_tensor(value, dtype)  # raises the type error
+      if integer and array.size and (array.min() < dtype.min or array.max() > dtype.max):
+        return _strict_tensor(value, dtype)
+      if numpy_dtype == np.float32 and array.size:
+        if array.dtype.kind in "iu":
+          if np.abs(array).max() > 2**24 - 1:
+            return _strict_tensor(value, dtype)
+        # Nothing past float32's range (an infinity included): the cast is exact
+        # enough and cannot overflow, so neither needs checking afterwards.
+        elif np.maximum.reduce(np.abs(array), axis=None) <= _FLOAT32_MAX:
+          return array.astype(numpy_dtype)
+      with np.errstate(over="ignore"):
+        converted = array.astype(numpy_dtype)
+      # A float32 infinity the input did not have is an overflow.
+      if numpy_dtype == np.float32 and np.isinf(converted).any() and \
+          np.isinf(converted).sum() != np.isinf(array).sum():
+        return _strict_tensor(value, dtype)
+      return converted
   return _strict_tensor(value, dtype)
 
 

@@ -21,7 +21,7 @@ import grpc
 from google.protobuf import json_format
 from tensorflow_serving.apis import model_pb2
 
-from serving import errors, json_response, json_tensors
+from serving import errors, json_document, json_response, json_tensors
 from serving.http_server import Request, Response
 from serving import backend as backend_lib
 from serving.backend import ServingBackend
@@ -148,7 +148,8 @@ class RestApi:
         if signature is None or signature.function is None:
           raise errors.invalid_argument(
               f'Serving signature name: "{signature_name}" not found in signature def')
-        may_hold_bools = b"true" in body or b"false" in body
+        may_hold_bools = (json_document.has_literal(body, b"true")
+                          or json_document.has_literal(body, b"false"))
         inputs, row_format = json_tensors.request_inputs(document, signature.inputs,
                                                          may_hold_bools)
         outputs = await self.backend.run(servable, signature, inputs, [],

@@ -75,3 +75,36 @@ def test_a_short_tensor_buffer_is_a_value_error():
   proto.tensor_content = proto.tensor_content[:-4]
   with pytest.raises(ValueError):
     tensor_protos.to_array(proto)
+
+
+@pytest.mark.parametrize("dtype", [tf.float32, tf.float64, tf.int32, tf.float16])
+@pytest.mark.parametrize("value", [
+    [[0.5, 1e-05, 0, 1, -0.0]],
+    [[3.4e38, -3.4e38]],  # inside float32's range
+    [[3.5e38]],  # past it: an overflow
+    [[float("inf"), 1.0]], [[float("nan")]],  # what the exact JSON scanner can hand on
+    [[16777216, -16777215]], [[16777217]],  # float32 holds integers up to 2^24 exactly
+    [[2**31], [1]], [[1.5]], [[]], [],
+])
+def test_fast_tensor_path_gives_what_the_strict_one_gives(value, dtype):
+  from serving import errors, json_tensors
+
+  def outcome(function):
+    try:
+      array = function()
+    except errors.ServingError as error:
+      return ("error", error.message)
+    return ("array", array.dtype, array.shape, array.tobytes())
+
+  fast = outcome(lambda: json_tensors.to_tensor(value, dtype, may_hold_bools=False))
+  assert fast == outcome(lambda: json_tensors._strict_tensor(value, dtype))
+
+
+@pytest.mark.parametrize("body", [
+    b'{"instances": [true]}', b'{"instances": [[1, false]]}', b'{"t": [1], "tt": 2}',
+    b'{"signature_name": "tttttttttttt", "instances": [[1, true]]}', b"", b"true",
+    b'{"instances": ["not true", "fals"]}',
+])
+def test_has_literal_finds_what_a_substring_search_finds(body):
+  for literal in (b"true", b"false"):
+    assert json_document.has_literal(body, literal) == (literal in body)
