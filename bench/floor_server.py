@@ -25,6 +25,8 @@ flags.DEFINE_enum("api", None, ["grpc", "rest"], "The stack to serve.", required
 flags.DEFINE_string("host", "127.0.0.1", "Address to bind.")
 flags.DEFINE_integer("port", None, "Port to bind.", lower_bound=1, upper_bound=65535,
                      required=True)
+flags.DEFINE_bool("reuse_port", False, "Share the port with other floor servers "
+                  "(SO_REUSEPORT): the kernel spreads connections over the processes.")
 
 READY_MARKER = " floor at:"
 # The outputs of an `encode` of one row (Nz=20), which the REST floor answers
@@ -45,7 +47,7 @@ async def _start_grpc():
     async def Predict(self, request, context):
       return response
 
-  server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+  server = grpc.aio.server(options=[("grpc.so_reuseport", int(FLAGS.reuse_port))])
   prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(Service(), server)
   if not server.add_insecure_port(f"{FLAGS.host}:{FLAGS.port}"):
     raise OSError(f"cannot bind {FLAGS.host}:{FLAGS.port}")
@@ -68,7 +70,7 @@ async def _start_rest():
 
   server = http_server.HttpServer(handler, max_body_bytes=1 << 20,
                                   too_large=http_server.Response(413, b"{}"))
-  await server.start(FLAGS.host, FLAGS.port)
+  await server.start(FLAGS.host, FLAGS.port, reuse_port=FLAGS.reuse_port)
   return server.shutdown
 
 
