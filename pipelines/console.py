@@ -10,9 +10,10 @@ console; absl's own `--verbosity` flag brings the rest back:
   --verbosity=1   also debug
 An explicit TF_CPP_MIN_LOG_LEVEL in the environment wins for the C++ logs.
 
-TensorFlow loads without scikit-learn, which Keras would import for wrappers
-this project does not use (a fifth of TensorFlow's import time, paid by every
-pipeline, server and subprocess); KerasTuner still imports it when it needs it.
+TensorFlow loads without scikit-learn and matplotlib, which Keras would import
+for integrations this project does not use (over a quarter of TensorFlow's
+import time, paid by every pipeline, server and subprocess); KerasTuner and our
+charts still import them when they need them.
 
 On a machine without a GPU, TensorFlow's CUDA build still probes for one and
 logs `failed call to cuInit` as an ERROR; TF_ENABLED_DEVICE_TYPES=CPU keeps it
@@ -86,20 +87,26 @@ def _without_load_time_chatter():
       sys.stderr.flush()
 
 
+# Keras, which TensorFlow loads, imports these for optional integrations this
+# project does not use through Keras (scikit-learn wrappers, a matplotlib
+# image gallery): 1.4 of TensorFlow's 5.1 CPU seconds of import.
+_HIDDEN_WHILE_TENSORFLOW_LOADS = ("sklearn", "matplotlib")
+
+
 @contextlib.contextmanager
-def _without_scikit_learn():
-  """Hides scikit-learn while TensorFlow loads. TensorFlow loads Keras, whose
-  optional scikit-learn wrappers (which this project does not use) import it:
-  1.0 of TensorFlow's 5.1 CPU seconds of import. KerasTuner's own imports of
-  it, later, load it as usual."""
-  hidden = "sklearn" not in sys.modules
-  if hidden:
-    sys.modules["sklearn"] = None  # `import sklearn` raises ImportError
+def _without_optional_imports():
+  """Makes the imports of `_HIDDEN_WHILE_TENSORFLOW_LOADS` fail while
+  TensorFlow loads; later imports of them (KerasTuner's of scikit-learn, our
+  charts' of matplotlib) load them as usual."""
+  hidden = [name for name in _HIDDEN_WHILE_TENSORFLOW_LOADS if name not in sys.modules]
+  for name in hidden:
+    sys.modules[name] = None  # `import name` raises ImportError
   try:
     yield
   finally:
-    if hidden and sys.modules.get("sklearn", ...) is None:
-      del sys.modules["sklearn"]
+    for name in hidden:
+      if sys.modules.get(name, ...) is None:
+        del sys.modules[name]
 
 
 class _TensorFlowLoader(importlib.abc.Loader):
@@ -116,14 +123,14 @@ class _TensorFlowLoader(importlib.abc.Loader):
     # Its C++ INFO logs are off unless asked for, but the chatter comes
     # before that setting takes effect.
     quiet = os.environ.get(_TF_CPP_LEVEL) != "0"
-    with _without_scikit_learn(), \
+    with _without_optional_imports(), \
         _without_load_time_chatter() if quiet else contextlib.nullcontext():
       self._loader.exec_module(module)
 
 
 class _TensorFlowImport(importlib.abc.MetaPathFinder):
   """Loads TensorFlow, when something first imports it, without the chatter
-  and without scikit-learn.
+  and without Keras's optional imports.
 
   Lazily, so that usage errors found in a pipeline's main stay instant.
   """

@@ -9,10 +9,10 @@ is one image pixel (times `scale`) and file sizes are exact and predictable.
 from __future__ import annotations
 
 import math
+import statistics
 from pathlib import Path
 
 import numpy as np
-import scipy.stats
 import tensorflow as tf
 from PIL import Image
 
@@ -78,7 +78,10 @@ def latent_grid(grid_size: int = 20) -> np.ndarray:
   """
   if grid_size < 1:
     raise ValueError(f"grid_size must be >= 1, got {grid_size}")
-  values = scipy.stats.norm.ppf((np.arange(grid_size) + 0.5) / grid_size)
+  # The standard library's quantile function: scipy.stats would cost every
+  # training process 0.7 s of imports for these few numbers.
+  quantile = statistics.NormalDist().inv_cdf
+  values = np.array([quantile((i + 0.5) / grid_size) for i in range(grid_size)])
   z2, z1 = np.meshgrid(values[::-1], values, indexing="ij")
   return np.stack([z1.ravel(), z2.ravel()], axis=-1).astype(np.float32)
 

@@ -89,13 +89,17 @@ def test_retracing_advice_only_at_info(env, verbosity, advice_shown):
   assert ("triggered tf.function retracing" in result.stderr) == advice_shown, result.stderr
 
 
-def test_tensorflow_loads_without_scikit_learn_which_stays_importable(env):
+def test_tensorflow_loads_without_kerass_optional_imports_which_stay_importable(env):
   script = ("from pipelines import console\n"
             "import sys\n"
             "import tensorflow\n"
             "assert 'sklearn' not in sys.modules, 'TensorFlow loaded scikit-learn'\n"
+            "assert 'matplotlib' not in sys.modules, 'TensorFlow loaded matplotlib'\n"
             "from keras_tuner.src.tuners import bayesian\n"
             "assert bayesian.sklearn is not None, 'KerasTuner found no scikit-learn'\n"
+            "from vae_tf import curve_charts\n"
+            "import matplotlib\n"
+            "assert matplotlib.get_backend().lower() == 'agg', matplotlib.get_backend()\n"
             "print('ok')\n")
   result = subprocess.run([sys.executable, "-c", script], cwd=REPO_ROOT, env=quiet_env(env),
                           capture_output=True, text=True, timeout=TIMEOUT_SECONDS)
