@@ -178,7 +178,7 @@ def test_killed_search_resumes_without_repeating_trials(standalone_resumed):
 
 
 def test_distributed_search_survives_a_killed_worker(env, tmp_path, standalone_resumed):
-  """One chief and two workers on loopback; worker0 is killed during its second trial.
+  """One chief and two workers on loopback; a worker is killed during its second trial.
 
   The chief notices the silent worker (--worker_timeout_seconds) and exits by
   itself, keeping every finished trial; a restarted chief and worker finish
@@ -195,29 +195,36 @@ def test_distributed_search_survives_a_killed_worker(env, tmp_path, standalone_r
     return [path.parent.name for path in project.glob(f"*/{RECORD}")
             if json.loads(path.read_text())["tuner_id"] == tuner_id]
 
-  def running() -> int:
-    """Trials the chief has handed out and not seen finish (KerasTuner's trial.json)."""
-    count = 0
-    for path in project.glob("trial_*/trial.json"):
-      try:
-        count += json.loads(path.read_text())["status"] == "RUNNING"
-      except (json.JSONDecodeError, KeyError):
-        pass  # being written
-    return count
+  def running_on(tuner_id: str) -> str | None:
+    """The trial the chief has handed `tuner_id` and not seen finish (its oracle state)."""
+    try:
+      ongoing = json.loads((project / "oracle.json").read_text())["ongoing_trials"]
+    except (FileNotFoundError, json.JSONDecodeError, KeyError):
+      return None  # not written yet
+    return f"trial_{ongoing[tuner_id]}" if tuner_id in ongoing else None
 
-  wait_for(lambda: finished_by("worker0"), workers["worker0"], "worker0 finished a trial")
-  # Each worker runs one trial at a time, so two running trials mean worker0
-  # has started its second: killed now, it dies mid-trial.
-  wait_for(lambda: running() >= 2, workers["worker0"], "worker0 started its second trial")
-  workers["worker0"].send_signal(signal.SIGKILL)
-  kept = finished_by("worker0")
-  survivor = finish(workers["worker1"])
+  def on_a_second_trial() -> str | None:
+    """A worker that has finished a trial and is running another: killed now,
+    it dies mid-trial. Four trials on two workers make one of them run two;
+    which one depends on timing (a worker that asks when every configuration
+    has been handed out is told to stop)."""
+    for tuner_id in workers:
+      finished = finished_by(tuner_id)
+      if finished and running_on(tuner_id) not in (None, *finished):
+        return tuner_id
+    return None
+
+  wait_for(on_a_second_trial, chief, "a worker started its second trial")
+  killed = on_a_second_trial()
+  workers[killed].send_signal(signal.SIGKILL)
+  survivor_id = next(tuner_id for tuner_id in workers if tuner_id != killed)
+  kept = finished_by(killed)
+  survivor = finish(workers[survivor_id])
   assert survivor.returncode == 0, survivor.stderr[-3000:]
-  assert "worker worker1: no trials left" in survivor.stdout
+  assert f"worker {survivor_id}: no trials left" in survivor.stdout
   first_chief = finish(chief)
   assert first_chief.returncode == 0, first_chief.stderr[-3000:]
-  assert "chief: lost worker worker0; its trial went back for retry" in first_chief.stdout
-  assert finished_by("worker1"), "the trials were not split across the workers"
+  assert f"chief: lost worker {killed}; its trial went back for retry" in first_chief.stdout
 
   times = record_times(project)
   if len(times) < 4:
@@ -225,11 +232,11 @@ def test_distributed_search_survives_a_killed_worker(env, tmp_path, standalone_r
     # search waits for a worker to run it.
     assert "the search is incomplete" in first_chief.stdout
     chief = start("pipelines.tune", *flags, env=with_role(env, "chief", port))
-    worker = finish(start("pipelines.tune", *flags, env=with_role(env, "worker1", port)))
+    worker = finish(start("pipelines.tune", *flags, env=with_role(env, survivor_id, port)))
     assert worker.returncode == 0, worker.stderr[-3000:]
     restarted = finish(chief)
     assert restarted.returncode == 0, restarted.stderr[-3000:]
-  assert finished_by("worker0") == kept
+  assert finished_by(killed) == kept
   assert {name: record_times(project)[name] for name in times} == times
   assert [row["status"] for row in summary(project)] == ["COMPLETED"] * 4
   distributed = elbo_by_latent_dim(project)
