@@ -89,7 +89,7 @@ def _without_load_time_chatter():
 
 # Keras, which TensorFlow loads, imports these for optional integrations this
 # project does not use through Keras (scikit-learn wrappers, a matplotlib
-# image gallery): 1.4 of TensorFlow's 5.1 CPU seconds of import.
+# image gallery): about 1.7 of the 5.1 to 5.5 CPU seconds of its import.
 _HIDDEN_WHILE_TENSORFLOW_LOADS = ("sklearn", "matplotlib")
 
 
