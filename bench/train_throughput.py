@@ -174,47 +174,15 @@ def _keras_io_rate(train_images, validation_images, epochs: int) -> dict:
 
 
 def _matmul_ceiling(updates: int = 50, repeats: int = 5) -> float:
-  """Examples/s of the anchor's update cut down to its matrix products: per
-  layer the forward product and the two of the backward pass (the first
-  layer's input gradient excepted) with a plain SGD step, so every product is
-  used, for blocks of `updates` minibatches of 100 in one XLA call. No loop
-  that trains the model can beat it on this machine."""
-  import tensorflow as tf
+  """Examples/s of the anchor's update cut down to its matrix products
+  (bench.matrix_products), for blocks of `updates` minibatches of 100 in one
+  XLA call. No loop that trains the model can beat it on this machine."""
+  from bench import matrix_products
 
-  batch, sizes = 100, [(784, 400), (400, 40), (20, 400), (400, 784)]
-  initial = [tf.random.normal(shape, stddev=0.01) for shape in sizes]
-  x = tf.random.uniform([batch, 784])
-
-  def update(weights):
-    h, layer_inputs = x, []
-    for w in weights:
-      layer_inputs.append(h[:, :w.shape[0]])
-      h = tf.tanh(layer_inputs[-1] @ w)  # the cheapest nonlinearity keeps products apart
-    gradient, updated = h, []
-    for index in reversed(range(len(weights))):
-      updated.insert(0, weights[index] - 1e-9 * tf.matmul(layer_inputs[index], gradient,
-                                                          transpose_a=True))
-      if index:  # the input's gradient, padded back to the previous layer's width
-        gradient = tf.matmul(gradient, weights[index], transpose_b=True)
-        width = weights[index - 1].shape[1]
-        gradient = tf.pad(gradient, [[0, 0], [0, width - gradient.shape[1]]])
-    return updated
-
-  # A while loop, as the fused path runs its updates. Unrolled, XLA fuses each
-  # update's new weights into the next update's products, which then run 4-5x
-  # slower (docs/benchmarks.md): a ceiling that low would be no ceiling.
-  @tf.function(jit_compile=True)
-  def block(weights):
-    return tf.while_loop(lambda i, _: i < updates, lambda i, w: (i + 1, update(w)),
-                         (0, weights))[1]
-
-  [w.numpy() for w in block(initial)]
-  best = float("inf")
-  for _ in range(repeats):
-    started = time.perf_counter()
-    [w.numpy() for w in block(initial)]
-    best = min(best, time.perf_counter() - started)
-  return updates * batch / best
+  batch = 100
+  anchor = [([(784, 400), (400, 40), (20, 400), (400, 784)], True, "hidden")]
+  run = matrix_products.update_block(anchor, batch, updates)
+  return updates * batch / matrix_products.best_seconds(run, repeats, clock=time.perf_counter)
 
 
 def _burda_rates(train_images, epochs: int) -> dict[int, float]:

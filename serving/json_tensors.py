@@ -169,9 +169,10 @@ def to_tensor(value, dtype: tf.DType, may_hold_bools: bool) -> np.ndarray:
         if array.dtype.kind in "iu":
           if np.abs(array).max() > 2**24 - 1:
             return _strict_tensor(value, dtype)
-        # Nothing past float32's range (an infinity included): the cast is exact
-        # enough and cannot overflow, so neither needs checking afterwards.
-        elif np.maximum.reduce(np.abs(array), axis=None) <= _FLOAT32_MAX:
+          return array.astype(numpy_dtype)  # exact
+        # Nothing past float32's range (an infinity included): the cast cannot
+        # overflow, so it needs no checking afterwards.
+        if np.maximum.reduce(np.abs(array), axis=None) <= _FLOAT32_MAX:
           return array.astype(numpy_dtype)
       with np.errstate(over="ignore"):
         converted = array.astype(numpy_dtype)

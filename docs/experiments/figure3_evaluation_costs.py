@@ -10,27 +10,21 @@ gradients of log p(x, z) in z that the chains' 200 transitions of 10 leapfrog
 steps take, in a bare XLA loop. Best of two calls after one warm-up call.
 """
 
-import time
+import pathlib
+import sys
 
-from pipelines import console  # noqa: F401  (first: a quiet console)
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2]))  # bench/ is not installed
 
-import numpy as np
-import tensorflow as tf
+from pipelines import console  # noqa: E402,F401  (first: a quiet console)
 
-from vae_tf import config as config_lib
-from vae_tf import evaluation, hmc, learners, sampling
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from bench import matrix_products  # noqa: E402
+from vae_tf import config as config_lib  # noqa: E402
+from vae_tf import evaluation, hmc, learners, sampling  # noqa: E402
 
 IMAGES = 100
-
-
-def _cpu_seconds(function) -> float:
-  function()
-  best = float("inf")
-  for _ in range(2):
-    started = time.process_time()
-    function()
-    best = min(best, time.process_time() - started)
-  return best
 
 
 def main() -> None:
@@ -63,7 +57,8 @@ def main() -> None:
       "2,000 z-gradients alone": lambda: gradients(tf.random.normal([2, IMAGES, 3])).numpy(),
   }
   for name, function in rows.items():
-    print(f"{name:<28}{_cpu_seconds(function):>8.2f} CPU s per {IMAGES} images")
+    seconds = matrix_products.best_seconds(function, repeats=2)
+    print(f"{name:<28}{seconds:>8.2f} CPU s per {IMAGES} images")
 
 
 if __name__ == "__main__":

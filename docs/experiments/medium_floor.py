@@ -4,10 +4,10 @@ to what the finished run measured. The floor table in docs/reproduction.md.
 
   python docs/experiments/medium_floor.py runs/reproduce_medium
 
-Per run, "products" counts what no implementation can skip: for each layer
-the forward product, and for a trained network the weight gradient and the
-input gradient (the data layer's excepted); the tanh between products is the
-cheapest nonlinearity that keeps XLA from fusing them away. Sampling, the
+Per run, "products" counts what no implementation can skip
+(bench/matrix_products.py): for each layer the forward product, and for a
+trained network the weight gradient and the input gradient (the data layer's
+excepted). Sampling, the
 likelihood's transcendentals, the optimiser and TFP's HMC bookkeeping are
 all left out, so every figure here is below what any real run can reach.
 
@@ -21,84 +21,40 @@ proposals, 100 fresh log-joints) and, for AEVB and wake-sleep, IS with 1,000
 decoder passes.
 """
 
-import csv
+import functools
 import pathlib
 import re
 import sys
-import time
 
-from pipelines import console  # noqa: F401  (first: a quiet console)
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2]))  # bench/ is not installed
 
-import tensorflow as tf
+from pipelines import console  # noqa: E402,F401  (first: a quiet console)
+
+import tensorflow as tf  # noqa: E402
+
+from bench import matrix_products  # noqa: E402
+from vae_tf import run_folder  # noqa: E402
 
 BATCH = 100
 UPDATES_PER_CALL = 50
 CORE_SECONDS_IN_TARGET = 2 * 2.5 * 3600
 
 
-def _layers(*widths):
-  return list(zip(widths[:-1], widths[1:]))
-
-
 def _timed_products(chains, batch: int = BATCH) -> float:
-  """CPU µs per row of one update made of `chains`, each (layers, weight
-  gradients, input gradients): forward through `layers`, then, if asked,
-  every layer's weight gradient, and the input gradients of every layer
-  ('all'), of every layer but the first ('hidden') or of none ('none')."""
-  weights = [[tf.random.normal(shape, stddev=0.01) for shape in layers]
-             for layers, _, _ in chains]
-  inputs = [tf.random.uniform([batch, layers[0][0]]) for layers, _, _ in chains]
-
-  def update(weights):
-    updated = []
-    for (layers, weight_gradients, input_gradients), chain, x in zip(chains, weights, inputs):
-      h, layer_inputs = x, []
-      for w in chain:
-        layer_inputs.append(h[:, :w.shape[0]])  # q's 2 Nz outputs feed p's Nz inputs
-        h = tf.tanh(layer_inputs[-1] @ w)
-      new_chain, gradient = list(chain), h
-      for index in reversed(range(len(chain))):
-        if weight_gradients:
-          new_chain[index] -= 1e-9 * tf.matmul(layer_inputs[index], gradient, transpose_a=True)
-        if input_gradients == "all" or (index and input_gradients == "hidden"):
-          gradient = tf.matmul(gradient, chain[index], transpose_b=True)
-          if index:
-            width = chain[index - 1].shape[1]
-            gradient = tf.pad(gradient, [[0, 0], [0, width - gradient.shape[1]]])
-      # Keeps a chain with no weight gradient from being dead code.
-      new_chain[0] -= 1e-9 * tf.reduce_mean(gradient)
-      updated.append(new_chain)
-    return updated
-
-  # A while loop, as training runs its fused updates: unrolled, XLA fuses each
-  # update's weights into the next product, which then runs 4-5x slower.
-  @tf.function(jit_compile=True)
-  def block(weights):
-    return tf.while_loop(lambda i, _: i < UPDATES_PER_CALL,
-                         lambda i, weights: (i + 1, update(weights)), (0, weights))[1]
-
-  def run():
-    for chain in block(weights):
-      for w in chain:
-        w.numpy()
-
-  run()
-  best = float("inf")
-  for _ in range(3):
-    started = time.process_time()
-    run()
-    best = min(best, time.process_time() - started)
-  return best / (UPDATES_PER_CALL * batch) * 1e6
+  """Single-threaded CPU µs per row of one update made of `chains`."""
+  run = matrix_products.update_block(chains, batch, UPDATES_PER_CALL)
+  return matrix_products.best_seconds(run, repeats=3) / (UPDATES_PER_CALL * batch) * 1e6
 
 
 def _encoder(data_width, hidden, latent):
-  return _layers(data_width, hidden, 2 * latent)
+  return matrix_products.layers(data_width, hidden, 2 * latent)
 
 
 def _decoder(data_width, hidden, latent, output_width):
-  return _layers(latent, hidden, output_width)
+  return matrix_products.layers(latent, hidden, output_width)
 
 
+@functools.lru_cache(maxsize=None)
 def per_example_floor(dataset: str, method: str, latent: int, hidden: int) -> float:
   """Products-only CPU µs per charged example of one run's training."""
   data_width, output_width = (784, 784) if dataset == "mnist" else (560, 2 * 560)
@@ -114,6 +70,7 @@ def per_example_floor(dataset: str, method: str, latent: int, hidden: int) -> fl
           + 5 * _timed_products([(p, True, "hidden")], batch=1000))
 
 
+@functools.lru_cache(maxsize=None)
 def evaluation_floor(hidden: int, latent: int, images: int, with_is: bool) -> float:
   """Products-only CPU seconds of one Figure 3 evaluation point."""
   p = _decoder(784, hidden, latent, 784)
@@ -133,20 +90,16 @@ def main(folder: str) -> None:
   print(f"{'run':<34}{'examples':>12}{'measured s':>12}{'floor s':>10}{'ratio':>8}"
         f"{'eval s':>10}{'floor s':>10}")
   measured_total = floor_total = 0.0
-  cache = {}
   for run in sorted(pathlib.Path(folder, "runs").iterdir()):
     match = RUN_NAME.match(run.name)
     if not match:
       continue
     dataset, latent, hidden, method = match.groups()
     hidden = int(hidden or (500 if dataset == "mnist" else 200))
-    rows = list(csv.DictReader(open(run / "curve.csv")))
+    rows = run_folder.read_csv_rows(run / "curve.csv")
     examples = int(rows[-1]["examples_seen"])
     measured = float(rows[-1]["training_cpu_seconds"])
-    key = (dataset, method, int(latent), hidden)
-    if key not in cache:
-      cache[key] = per_example_floor(*key)
-    floor = cache[key] * examples * 1e-6
+    floor = per_example_floor(dataset, method, int(latent), hidden) * examples * 1e-6
     evaluated = sum(float(row["evaluation_seconds"]) for row in rows)
     evaluation = 0.0
     if match.group(3):  # Figure 3: Appendix D (and IS) on 1,000 + 1,000 images per point

@@ -10,17 +10,20 @@ calls after two warm-up calls. Run it from a git worktree of another commit
 to time that commit's code.
 """
 
+import pathlib
 import sys
-import time
 
-from pipelines import console  # noqa: F401  (first: a quiet console)
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2]))  # bench/ is not installed
 
-import keras
-import numpy as np
-import tensorflow as tf
+from pipelines import console  # noqa: E402,F401  (first: a quiet console)
 
-from vae_tf import config as config_lib
-from vae_tf import learners
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from bench import matrix_products  # noqa: E402
+from vae_tf import config as config_lib  # noqa: E402
+from vae_tf import learners  # noqa: E402
 
 BLOCK = (50, 100, 784)
 
@@ -34,14 +37,7 @@ def microseconds_per_example(method: str, hidden_units: int, latent_dim: int) ->
   model.compile(optimizer=keras.optimizers.Adagrad(0.02), jit_compile=True)
   x = tf.constant(np.random.default_rng(0).random(BLOCK, dtype=np.float32))
   step = tf.function(lambda: model.train_step(x), jit_compile=True)
-  step()
-  step()
-  best = float("inf")
-  for _ in range(3):
-    started = time.process_time()
-    step()
-    best = min(best, time.process_time() - started)
-  return best / (BLOCK[0] * BLOCK[1]) * 1e6
+  return matrix_products.best_seconds(step, repeats=3, warmups=2) / (BLOCK[0] * BLOCK[1]) * 1e6
 
 
 def main(hidden_units: int, latent_dim: int) -> None:

@@ -9,11 +9,16 @@ Single-threaded; CPU µs per iteration of a [100, 784] @ [784, 500] product
 whose weights change every iteration, best of three calls of 200 iterations.
 """
 
-import time
+import pathlib
+import sys
 
-from pipelines import console  # noqa: F401  (first: a quiet console)
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2]))  # bench/ is not installed
 
-import tensorflow as tf
+from pipelines import console  # noqa: E402,F401  (first: a quiet console)
+
+import tensorflow as tf  # noqa: E402
+
+from bench import matrix_products  # noqa: E402
 
 ITERATIONS = 200
 tf.config.threading.set_intra_op_parallelism_threads(1)
@@ -40,12 +45,7 @@ def while_loop(w):
 def main() -> None:
   weights = tf.random.normal([784, 500])
   for name, function in (("unrolled", unrolled), ("while loop", while_loop)):
-    function(weights).numpy()
-    best = float("inf")
-    for _ in range(3):
-      started = time.process_time()
-      function(weights).numpy()
-      best = min(best, time.process_time() - started)
+    best = matrix_products.best_seconds(lambda: function(weights).numpy(), repeats=3)
     print(f"{name}: {best / ITERATIONS * 1e6:,.0f} CPU us per iteration")
 
 
