@@ -1,6 +1,7 @@
 """The floors of bench.serving_load's cells: serving.server's stacks answering without work.
 
   python -m bench.floor_server --api=grpc|rest --port=<port>
+      [--grpc_work=none|handoff|model --model_base_path=<folder of versions>]
 
 The same server stack as serving.server's API of that name (grpc.aio, or
 serving.http_server's HTTP/1.1 server, on uvloop), but every request gets one
@@ -8,6 +9,15 @@ canned response, whatever it holds: the stack still receives it (and grpc.aio
 decodes its protobuf), but there is no JSON parsing, no model, no batching and
 no tensors. A load against it measures what the stack itself costs per request
 on this machine, so it bounds what any request path on that stack can reach.
+
+For gRPC, --grpc_work adds what a batching server cannot skip, and nothing
+else: with `handoff` each Predict waits for a batch thread that completes all
+the requests waiting at once (serving.server's batch thread and completion
+bridge in their simplest form); with `model` that thread also calls the
+newest version's `encode` once per batch, on as many rows as requests;
+--batch_wait_micros has it wait that long for more requests first. No
+tensor is read from a request or written to a response, nothing is checked
+and nothing counted.
 Prints "<api> floor at:<host>:<port>" once it accepts requests.
 """
 
@@ -17,6 +27,9 @@ from pipelines import console  # noqa: F401  (first: quiet TensorFlow start-up)
 
 import asyncio
 import signal
+import threading
+import time
+from pathlib import Path
 
 from absl import app, flags
 
@@ -25,6 +38,12 @@ flags.DEFINE_enum("api", None, ["grpc", "rest"], "The stack to serve.", required
 flags.DEFINE_string("host", "127.0.0.1", "Address to bind.")
 flags.DEFINE_integer("port", None, "Port to bind.", lower_bound=1, upper_bound=65535,
                      required=True)
+flags.DEFINE_enum("grpc_work", "none", ["none", "handoff", "model"],
+                  "What each gRPC Predict waits for (see the module's help).")
+flags.DEFINE_integer("batch_wait_micros", 0, "How long the batch thread waits, once a request "
+                     "is waiting, before it takes all that are waiting.", lower_bound=0)
+flags.DEFINE_string("model_base_path", None,
+                    "Folder of integer-named SavedModel versions, for --grpc_work=model.")
 flags.DEFINE_bool("reuse_port", False, "Share the port with other floor servers "
                   "(SO_REUSEPORT): the kernel spreads connections over the processes.")
 
@@ -35,16 +54,80 @@ ENCODE_OUTPUTS = ("mean", "stddev", "z")
 LATENT_DIM = 20
 
 
+def _encode_rows():
+  """`run(rows)`: the newest version's encode on `rows` copies of one row."""
+  import numpy as np
+  import tensorflow as tf
+
+  from serving.servable import Servable
+
+  # As bench.serving_load runs serving.server: one thread per TensorFlow pool.
+  tf.config.threading.set_intra_op_parallelism_threads(1)
+  tf.config.threading.set_inter_op_parallelism_threads(1)
+  base = Path(FLAGS.model_base_path)
+  version = max(int(p.name) for p in base.iterdir() if p.name.isdigit())
+  servable = Servable("floor", version, base / str(version))
+  signature = servable.signature("encode")
+  names = sorted(signature.outputs)
+  row = np.random.default_rng(0).random((1, signature.inputs["x"].shape[1])).astype(np.float32)
+  return lambda rows: servable.run(signature, {"x": np.repeat(row, rows, axis=0)}, names)
+
+
+class _BatchThread:
+  """Completes all the futures waiting on it at once, after one model call if any."""
+
+  def __init__(self, loop: asyncio.AbstractEventLoop, run_model, wait_seconds: float):
+    self._loop = loop
+    self._wait_seconds = wait_seconds
+    self._run_model = run_model
+    self._waiting: list[asyncio.Future] = []
+    self._condition = threading.Condition()
+    threading.Thread(target=self._work, name="batch", daemon=True).start()
+
+  def wait(self) -> asyncio.Future:
+    future = self._loop.create_future()
+    with self._condition:
+      self._waiting.append(future)
+      self._condition.notify()
+    return future
+
+  def _work(self) -> None:
+    while True:
+      with self._condition:
+        while not self._waiting:
+          self._condition.wait()
+      if self._wait_seconds:
+        time.sleep(self._wait_seconds)
+      with self._condition:
+        batch, self._waiting = self._waiting, []
+      if self._run_model is not None:
+        self._run_model(len(batch))
+      self._loop.call_soon_threadsafe(self._complete, batch)
+
+  @staticmethod
+  def _complete(batch: list[asyncio.Future]) -> None:
+    for future in batch:
+      if not future.done():  # cancelled: its client went away
+        future.set_result(None)
+
+
 async def _start_grpc():
   import grpc
   from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
   response = predict_pb2.PredictResponse()
   response.model_spec.name = "floor"
+  batch_thread = None
+  if FLAGS.grpc_work != "none":
+    batch_thread = _BatchThread(asyncio.get_running_loop(),
+                                _encode_rows() if FLAGS.grpc_work == "model" else None,
+                                FLAGS.batch_wait_micros / 1e6)
 
   class Service(prediction_service_pb2_grpc.PredictionServiceServicer):
 
     async def Predict(self, request, context):
+      if batch_thread is not None:
+        await batch_thread.wait()
       return response
 
   server = grpc.aio.server(options=[("grpc.so_reuseport", int(FLAGS.reuse_port))])
@@ -86,6 +169,10 @@ async def _serve() -> None:
 
 def main(argv):
   del argv
+  if (FLAGS.grpc_work != "none" or FLAGS.batch_wait_micros) and FLAGS.api != "grpc":
+    raise app.UsageError("--grpc_work and --batch_wait_micros are for --api=grpc")
+  if FLAGS.grpc_work == "model" and not FLAGS.model_base_path:
+    raise app.UsageError("--grpc_work=model needs --model_base_path")
   from serving.process import run_loop
 
   run_loop(_serve())

@@ -1,7 +1,7 @@
 """Serving throughput and latency: serving.server against a naive server and the in-process ceiling.
 
   python -m bench.serving_load [--seconds=8] [--warmup_seconds=2] [--model_base_path=...]
-      [--rest_api_num_processes=1] [--batching_parameters_file=serving/batching_parameters.pbtxt]
+      [--rest_api_num_processes=<cores>] [--batching_parameters_file=serving/batching_parameters.pbtxt]
 
 Every request asks the `encode` signature for ONE 784-float row (random grey
 levels, 4 decimals in JSON, about 6 KB). Native load generators, so the client
@@ -56,10 +56,13 @@ flags.DEFINE_integer("warmup_seconds", 2, "Unmeasured seconds of load before eac
 flags.DEFINE_string("batching_parameters_file",
                     str(REPO / "serving" / "batching_parameters.pbtxt"),
                     "BatchingParameters for serving.server (default: `make serve`'s).")
-flags.DEFINE_integer("rest_api_num_processes", 1, "serving.server's --rest_api_num_processes.",
-                     lower_bound=1)
-flags.DEFINE_list("server_flags", [], "More serving.server flags, e.g. "
-                  "--server_flags=--tensorflow_intra_op_parallelism=1.")
+# `make serve`'s: one REST process per core, one TensorFlow thread per pool.
+flags.DEFINE_integer("rest_api_num_processes", os.cpu_count() or 1,
+                     "serving.server's --rest_api_num_processes (default: `make serve`'s, "
+                     "one per core).", lower_bound=1)
+flags.DEFINE_list("server_flags", ["--tensorflow_intra_op_parallelism=1",
+                                   "--tensorflow_inter_op_parallelism=1"],
+                  "More serving.server flags (default: `make serve`'s).")
 flags.DEFINE_float("request_timeout", 10.0, "Seconds before a request counts as failed.",
                    lower_bound=0.1)
 flags.DEFINE_string("output_dir", "runs/bench_serving", "Where results.md and results.json go.")

@@ -11,6 +11,7 @@ import dataclasses
 import os
 import re
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import tensorflow as tf
@@ -65,6 +66,34 @@ class Signature:
   inputs: dict[str, TensorInfo]
   outputs: dict[str, TensorInfo]
   function: object | None  # a ConcreteFunction; None if not callable (init op)
+  # Runs the function on a dict of tensors; see _direct_call.
+  call: Callable[[dict[str, tf.Tensor]], dict[str, tf.Tensor]] | None = None
+
+
+def _direct_call(function) -> Callable[[dict[str, tf.Tensor]], dict[str, tf.Tensor]] | None:
+  """The function's eager call without its Python argument binding, or None
+  where this TensorFlow lacks the pieces.
+
+  A ConcreteFunction call binds keyword arguments to its FunctionType, casts
+  them to its TensorSpecs and reads its captured inputs before it runs the
+  graph; with no gradient tape recording (never, in a server) it then runs
+  `_inference_function.call_preflattened(inputs + captured)`, which is what
+  this calls directly. Inputs are checked against the SignatureDef before any
+  call, and the captured inputs of a loaded SavedModel are its variables'
+  resource handles, fixed for the servable's life. Measured on the `encode`
+  export at batch 1: 322 us per call through the public path, 263 direct
+  (docs/serving.md).
+  """
+  inference = getattr(function, "_inference_function", None)
+  function_type = getattr(function, "function_type", None)
+  if inference is None or function_type is None or \
+      not hasattr(inference, "call_preflattened"):
+    return None
+  names = list(function_type.parameters)
+  captured = list(function.captured_inputs)
+  if not all(isinstance(c, tf.Tensor) for c in captured):  # e.g. distributed variables
+    return None
+  return lambda inputs: inference.call_preflattened([inputs[n] for n in names] + captured)
 
 
 def _meta_graph(path: Path) -> meta_graph_pb2.MetaGraphDef:
@@ -90,7 +119,8 @@ class Servable:
         key: Signature(key,
                        {k: TensorInfo.from_proto(v) for k, v in definition.inputs.items()},
                        {k: TensorInfo.from_proto(v) for k, v in definition.outputs.items()},
-                       loaded.signatures.get(key))
+                       loaded.signatures.get(key),
+                       _direct_call(loaded.signatures[key]) if key in loaded.signatures else None)
         for key, definition in self.signature_defs.items()
     }
 
@@ -152,7 +182,9 @@ class Servable:
           output_names: list[str]) -> dict[str, np.ndarray]:
     """Runs a checked request; TensorFlow errors keep their status codes."""
     try:
-      outputs = signature.function(**{k: tf.constant(v) for k, v in inputs.items()})
+      tensors = {k: tf.constant(v) for k, v in inputs.items()}
+      outputs = (signature.call(tensors) if signature.call is not None
+                 else signature.function(**tensors))
       return {name: outputs[name].numpy() for name in output_names}
     except tf.errors.OpError as error:
       raise errors.ServingError(errors.code_of(error), _runtime_message(error)) from None
