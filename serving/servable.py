@@ -91,7 +91,12 @@ def _direct_call(function) -> Callable[[dict[str, tf.Tensor]], dict[str, tf.Tens
     return None
   names = list(function_type.parameters)
   captured = list(function.captured_inputs)
-  if not all(isinstance(c, tf.Tensor) for c in captured):  # e.g. distributed variables
+  # One tensor per parameter and plain captured tensors (not, say, distributed
+  # variables), or the flat inputs would not be these.
+  if not all(isinstance(getattr(p, "type_constraint", None), tf.TensorSpec)
+             for p in function_type.parameters.values()) or \
+      not all(isinstance(c, tf.Tensor) for c in captured) or \
+      len(function.inputs) != len(names) + len(captured):
     return None
   return lambda inputs: inference.call_preflattened([inputs[n] for n in names] + captured)
 
