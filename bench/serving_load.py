@@ -1,7 +1,8 @@
 """Serving throughput and latency: serving.server against a naive server and the in-process ceiling.
 
   python -m bench.serving_load [--seconds=8] [--warmup_seconds=2] [--model_base_path=...]
-      [--rest_api_num_processes=<cores>] [--batching_parameters_file=serving/batching_parameters.pbtxt]
+      [--rest_api_num_processes=<cores>]
+      [--batching_parameters_file=serving/batching_parameters.pbtxt]
 
 Every request asks the `encode` signature for ONE 784-float row (random grey
 levels, 4 decimals in JSON, about 6 KB). Native load generators, so the client
