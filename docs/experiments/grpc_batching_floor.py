@@ -52,13 +52,16 @@ def naive_rate(base_path: str, work_dir: pathlib.Path) -> tuple[float, float]:
     return _measured([naive], lambda s: serving_load._wrk(url, CLIENTS, s, body_path, script))
 
 
-def floor_rate(work: str, processes: int, wait_micros: int, base_path: str,
-               work_dir: pathlib.Path) -> tuple[float, float]:
-  frame_path = work_dir / "predict.frame"
-  frame_path.write_bytes(serving_load._grpc_frame(serving_load._request_row()[1]))
+def floor_rate(frame_path: pathlib.Path, work_dir: pathlib.Path, processes: int,
+               work: str = "none", wait_micros: int = 0,
+               base_path: str | None = None) -> tuple[float, float]:
+  """bench.floor_server's gRPC Predict in `processes` processes sharing one port,
+  under h2load at 64 clients: (requests/s, server CPU us per request)."""
   port = free_port()
-  servers = [ServerProcess(["--api=grpc", f"--port={port}", "--reuse_port", f"--grpc_work={work}",
-                            f"--batch_wait_micros={wait_micros}", f"--model_base_path={base_path}"],
+  flags = [f"--grpc_work={work}", f"--batch_wait_micros={wait_micros}"]
+  if base_path is not None:
+    flags.append(f"--model_base_path={base_path}")
+  servers = [ServerProcess(["--api=grpc", f"--port={port}", "--reuse_port", *flags],
                            work_dir / f"floor_{work}_{processes}_{wait_micros}_{index}.log",
                            module="bench.floor_server", ready_marker="grpc floor at:",
                            rest_port=port) for index in range(processes)]
@@ -74,17 +77,25 @@ def floor_rate(work: str, processes: int, wait_micros: int, base_path: str,
       server.stop()
 
 
+def write_frame(work_dir: pathlib.Path) -> pathlib.Path:
+  """The bench's gRPC request frame, in `work_dir`."""
+  frame_path = work_dir / "predict.frame"
+  frame_path.write_bytes(serving_load._grpc_frame(serving_load._request_row()[1]))
+  return frame_path
+
+
 def main(base_path: str, work_dir: str) -> None:
   serving_load.FLAGS(["grpc_batching_floor"])  # the bench's defaults (wrk's timeout)
   work_dir = pathlib.Path(work_dir)
   work_dir.mkdir(parents=True, exist_ok=True)
+  frame_path = write_frame(work_dir)
   naive, naive_cpu = naive_rate(base_path, work_dir)
   print(f"{'naive server, REST':44s} {naive:8,.0f} requests/s {naive_cpu:6,.0f} us CPU/request",
         flush=True)
   cells = [(work, processes, 0) for work in ("none", "handoff", "model") for processes in (1, 2)]
   cells += [("model", 1, wait) for wait in WAITS_MICROS] + [("model", 2, WAITS_MICROS[-1])]
   for work, processes, wait in cells:
-    rate, cpu = floor_rate(work, processes, wait, base_path, work_dir)
+    rate, cpu = floor_rate(frame_path, work_dir, processes, work, wait, base_path)
     label = f"gRPC floor, {work}, {processes} process(es)" + (f", wait {wait} us" if wait else "")
     print(f"{label:44s} {rate:8,.0f} requests/s {cpu:6,.0f} us CPU/request "
           f"{rate / naive:5.1f}x naive", flush=True)
