@@ -9,14 +9,28 @@ intra-op threads to keep two cores busy.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
+import ctypes
 import multiprocessing
+import os
+import signal
+import sys
 from typing import Callable, Iterable, TypeVar
 
 Job = TypeVar("Job")
 Result = TypeVar("Result")
 
 
-def _single_threaded() -> None:
+def _start_worker() -> None:
+  """Single-threaded TensorFlow, and death with the parent: a run stopped by a
+  signal must not leave its workers training on (their checkpoints are
+  atomic, so a rerun resumes either way)."""
+  if sys.platform.startswith("linux"):
+    with contextlib.suppress(OSError, AttributeError):
+      ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    # A parent that died before the call above went unnoticed by it.
+    if os.getppid() != multiprocessing.parent_process().pid:
+      os._exit(1)
   import tensorflow as tf
   tf.config.threading.set_intra_op_parallelism_threads(1)
   tf.config.threading.set_inter_op_parallelism_threads(1)
@@ -35,5 +49,5 @@ def map_in_processes(function: Callable[[Job], Result], jobs: Iterable[Job],
   # Spawned, not forked: TensorFlow's thread pools do not survive a fork.
   with concurrent.futures.ProcessPoolExecutor(
       max_workers=min(parallel_runs, len(jobs)),
-      mp_context=multiprocessing.get_context("spawn"), initializer=_single_threaded) as pool:
+      mp_context=multiprocessing.get_context("spawn"), initializer=_start_worker) as pool:
     return list(pool.map(function, jobs))
