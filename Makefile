@@ -35,7 +35,7 @@ serve: $(INSTALLED)
 	  --tensorflow_intra_op_parallelism=1 --tensorflow_inter_op_parallelism=1
 
 # The paper's Figures 2-5 (docs/reproduction.md); about 11 minutes on 2 cores.
-# REPRODUCE_BUDGET=medium: 10^5 to 10^7 examples per curve (3.5 hours);
+# REPRODUCE_BUDGET=medium: 10^5 to 10^7 examples per curve (about 2 hours);
 # REPRODUCE_BUDGET=paper runs the paper's training lengths (days).
 REPRODUCE_BUDGET ?= small
 reproduce: $(INSTALLED)

@@ -1,7 +1,7 @@
 """The floors of bench.serving_load's cells: serving.server's stacks answering without work.
 
   python -m bench.floor_server --api=grpc|rest --port=<port>
-      [--grpc_work=none|handoff|model --model_base_path=<folder of versions>]
+      [--grpc_work=none|handoff|model|inline --model_base_path=<folder of versions>]
 
 The same server stack as serving.server's API of that name (grpc.aio, or
 serving.http_server's HTTP/1.1 server, on uvloop), but every request gets one
@@ -15,7 +15,10 @@ else: with `handoff` each Predict waits for a batch thread that completes all
 the requests waiting at once (serving.server's batch thread and completion
 bridge in their simplest form); with `model` that thread also calls the
 newest version's `encode` once per batch, on as many rows as requests;
---batch_wait_micros has it wait that long for more requests first. No
+--batch_wait_micros has it wait that long for more requests first. With
+`inline` there is no batch thread: the requests one event-loop turn receives
+wait for a callback at the end of that turn, which calls `encode` on as many
+rows on the loop's own thread and completes them. No
 tensor is read from a request or written to a response, nothing is checked
 and nothing counted.
 Prints "<api> floor at:<host>:<port>" once it accepts requests.
@@ -38,7 +41,7 @@ flags.DEFINE_enum("api", None, ["grpc", "rest"], "The stack to serve.", required
 flags.DEFINE_string("host", "127.0.0.1", "Address to bind.")
 flags.DEFINE_integer("port", None, "Port to bind.", lower_bound=1, upper_bound=65535,
                      required=True)
-flags.DEFINE_enum("grpc_work", "none", ["none", "handoff", "model"],
+flags.DEFINE_enum("grpc_work", "none", ["none", "handoff", "model", "inline"],
                   "What each gRPC Predict waits for (see the module's help).")
 flags.DEFINE_integer("batch_wait_micros", 0, "How long the batch thread waits, once a request "
                      "is waiting, before it takes all that are waiting.", lower_bound=0)
@@ -111,6 +114,32 @@ class _BatchThread:
         future.set_result(None)
 
 
+class _LoopTurnBatch:
+  """Completes the requests one event-loop turn received, after one model call
+  on the loop's own thread at the end of that turn."""
+
+  def __init__(self, loop: asyncio.AbstractEventLoop, run_model, wait_seconds: float):
+    self._loop = loop
+    self._run_model = run_model
+    self._wait_seconds = wait_seconds
+    self._waiting: list[asyncio.Future] = []
+
+  def wait(self) -> asyncio.Future:
+    future = self._loop.create_future()
+    self._waiting.append(future)
+    if len(self._waiting) == 1:
+      if self._wait_seconds:
+        self._loop.call_later(self._wait_seconds, self._run)
+      else:
+        self._loop.call_soon(self._run)
+    return future
+
+  def _run(self) -> None:
+    batch, self._waiting = self._waiting, []
+    self._run_model(len(batch))
+    _BatchThread._complete(batch)
+
+
 async def _start_grpc():
   import grpc
   from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
@@ -118,7 +147,10 @@ async def _start_grpc():
   response = predict_pb2.PredictResponse()
   response.model_spec.name = "floor"
   batch_thread = None
-  if FLAGS.grpc_work != "none":
+  if FLAGS.grpc_work == "inline":
+    batch_thread = _LoopTurnBatch(asyncio.get_running_loop(), _encode_rows(),
+                                  FLAGS.batch_wait_micros / 1e6)
+  elif FLAGS.grpc_work != "none":
     batch_thread = _BatchThread(asyncio.get_running_loop(),
                                 _encode_rows() if FLAGS.grpc_work == "model" else None,
                                 FLAGS.batch_wait_micros / 1e6)
@@ -171,8 +203,8 @@ def main(argv):
   del argv
   if (FLAGS.grpc_work != "none" or FLAGS.batch_wait_micros) and FLAGS.api != "grpc":
     raise app.UsageError("--grpc_work and --batch_wait_micros are for --api=grpc")
-  if FLAGS.grpc_work == "model" and not FLAGS.model_base_path:
-    raise app.UsageError("--grpc_work=model needs --model_base_path")
+  if FLAGS.grpc_work in ("model", "inline") and not FLAGS.model_base_path:
+    raise app.UsageError(f"--grpc_work={FLAGS.grpc_work} needs --model_base_path")
   from serving.process import run_loop
 
   run_loop(_serve())

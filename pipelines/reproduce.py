@@ -16,7 +16,7 @@ One subcommand per figure or table; give one or more, or `all` (the four figures
            against epochs and training seconds
 --budget: `tiny` (seconds per figure, for tests), `small` (every figure in
 about 15 minutes on 2 cores), `medium` (the figures from 10^5 to 10^7
-examples, about 3.5 hours on 2 cores; iwae_table: 2 hours of training) or `paper`
+examples, about 2 hours on 2 cores; iwae_table: 2 hours of training) or `paper`
 (the paper's 10^8 examples per curve; Burda et al.'s 3,280 epochs).
 Writes CSV files, PNG plots and report.md into --output_dir. Rerunning the
 same command resumes: runs continue from their checkpoints and finished
@@ -45,7 +45,7 @@ FLAGS = flags.FLAGS
 
 flags.DEFINE_enum("budget", "small", budgets.BUDGET_NAMES, "How much to run: tiny (tests), "
                   "small (about 15 minutes for every figure), medium (figures from 10^5 to 10^7 "
-                  "examples, about 3.5 hours on 2 cores; iwae_table: 2 hours of training), "
+                  "examples, about 2 hours on 2 cores; iwae_table: 2 hours of training), "
                   "paper (the papers' training lengths).")
 flags.DEFINE_integer("parallel_runs", 2, "Runs trained at once, each in its own single-threaded "
                      "process (1: one after another, in this process).", lower_bound=1)
@@ -57,7 +57,10 @@ flags.adopt_module_key_flags(flags_common)
 
 
 def _log(message: str) -> None:
-  print(f"[{time.time() - _START_TIME:7.1f} s] {message}", flush=True)
+  # One write per line: the worker processes share this stdout, and print's
+  # separate writes of a line and its newline interleave between them.
+  sys.stdout.write(f"[{time.time() - _START_TIME:7.1f} s] {message}\n")
+  sys.stdout.flush()
 
 
 def main(argv):

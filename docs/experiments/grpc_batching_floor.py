@@ -2,14 +2,16 @@
 nothing else, against the naive server: the experiment behind docs/serving.md,
 "gRPC's ceiling with a model".
 
-  python docs/experiments/grpc_batching_floor.py <model base path> <work folder>
+  python docs/experiments/grpc_batching_floor.py <model base path> <work folder> [work ...]
 
 Runs bench.naive_server under wrk at 64 clients (the targets' yardstick), then
 bench.floor_server's gRPC Predict in one process and in two sharing the port,
 under h2load at 64 clients, three ways: a canned answer (`none`), a wait for a
 batch thread that completes all waiting requests at once (`handoff`), and that
 wait plus one `encode` call per batch on as many rows as requests (`model`);
-and `model` again with the batch thread waiting 0.5 and 1 ms for more requests.
+and `model` again with the batch thread waiting 0.5 and 1 ms for more requests;
+then `inline`: no batch thread, the requests of one event-loop turn share one
+`encode` call that the loop makes itself at the end of the turn.
 Prints requests/s, the servers' CPU per request and the ratio to the naive
 server. 8 s per cell after 2 s of warm-up, as bench.serving_load.
 """
@@ -84,7 +86,7 @@ def write_frame(work_dir: pathlib.Path) -> pathlib.Path:
   return frame_path
 
 
-def main(base_path: str, work_dir: str) -> None:
+def main(base_path: str, work_dir: str, works: list[str]) -> None:
   serving_load.FLAGS(["grpc_batching_floor"])  # the bench's defaults (wrk's timeout)
   work_dir = pathlib.Path(work_dir)
   work_dir.mkdir(parents=True, exist_ok=True)
@@ -94,7 +96,8 @@ def main(base_path: str, work_dir: str) -> None:
         flush=True)
   cells = [(work, processes, 0) for work in ("none", "handoff", "model") for processes in (1, 2)]
   cells += [("model", 1, wait) for wait in WAITS_MICROS] + [("model", 2, WAITS_MICROS[-1])]
-  for work, processes, wait in cells:
+  cells += [("inline", processes, wait) for processes in (1, 2) for wait in (0, 1000)]
+  for work, processes, wait in [cell for cell in cells if not works or cell[0] in works]:
     rate, cpu = floor_rate(frame_path, work_dir, processes, work, wait, base_path)
     label = f"gRPC floor, {work}, {processes} process(es)" + (f", wait {wait} us" if wait else "")
     print(f"{label:44s} {rate:8,.0f} requests/s {cpu:6,.0f} us CPU/request "
@@ -102,7 +105,7 @@ def main(base_path: str, work_dir: str) -> None:
 
 
 if __name__ == "__main__":
-  if len(sys.argv) != 3:
+  if len(sys.argv) < 3 or not set(sys.argv[3:]) <= {"none", "handoff", "model", "inline"}:
     sys.exit("usage: python docs/experiments/grpc_batching_floor.py <model base path> "
-             "<work folder>")
-  main(sys.argv[1], sys.argv[2])
+             "<work folder> [none|handoff|model|inline ...: only these cells]")
+  main(sys.argv[1], sys.argv[2], sys.argv[3:])

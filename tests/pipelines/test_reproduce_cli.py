@@ -7,8 +7,10 @@ import dataclasses
 import json
 import math
 import os
+import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -46,8 +48,11 @@ def checkpoint_states(output_dir: Path) -> dict[str, tuple[str, int]]:
 @pytest.fixture(scope="module")
 def tiny_run(env, tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
   output_dir = tmp_path_factory.mktemp("reproduce") / "tiny"
+  # Unbuffered, as a console streaming the log gets it: every write reaches the
+  # shared stdout at once, so the two workers' lines could interleave.
   result = finish(start("pipelines.reproduce", "all", "--budget=tiny",
-                        f"--output_dir={output_dir}", env=env), timeout=400)
+                        f"--output_dir={output_dir}", env={**env, "PYTHONUNBUFFERED": "1"}),
+                  timeout=400)
   assert result.returncode == 0, result.stderr[-3000:]
   return output_dir, result
 
@@ -55,6 +60,8 @@ def tiny_run(env, tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
 def test_every_figure_writes_csv_plots_and_report(tiny_run):
   output_dir, result = tiny_run
   assert "(budget tiny, 2 at a time)" in result.stdout  # --parallel_runs's default
+  for line in result.stdout.splitlines():  # whole lines, whichever process wrote them
+    assert re.fullmatch(r"\[ *\d+\.\d s\] [^\[]+", line), line
   for figure, names in FIGURE_FILES.items():
     for name in names:
       assert (output_dir / figure / name).stat().st_size > 0, name
@@ -68,6 +75,20 @@ def test_every_figure_writes_csv_plots_and_report(tiny_run):
   assert json.loads((output_dir / "reproduce.json").read_text()) == {
       "budget": json.loads(json.dumps(dataclasses.asdict(budgets.FIGURE_BUDGETS["tiny"]))),
       "seed": 0}
+
+
+def test_log_lines_of_processes_sharing_stdout_stay_whole(env, tmp_path):
+  # The workers log to the stdout they share with the parent, unbuffered as a console gets it.
+  code = ("from pipelines import reproduce\n"
+          "for i in range(2000): reproduce._log(f'{i} ' + 'x' * 200)")
+  with open(tmp_path / "log.txt", "wb") as shared:
+    writers = [subprocess.Popen([sys.executable, "-c", code], stdout=shared,
+                                env={**env, "PYTHONUNBUFFERED": "1"}) for _ in range(2)]
+    assert [writer.wait(timeout=120) for writer in writers] == [0, 0]
+  lines = (tmp_path / "log.txt").read_text().splitlines()
+  assert len(lines) == 4000
+  for line in lines:
+    assert re.fullmatch(r"\[ *\d+\.\d s\] \d+ x{200}", line), line
 
 
 def test_figure2_curves_are_sane(tiny_run):
