@@ -76,6 +76,12 @@ def _encode_rows():
   return lambda rows: servable.run(signature, {"x": np.repeat(row, rows, axis=0)}, names)
 
 
+def _complete(batch: list[asyncio.Future]) -> None:
+  for future in batch:
+    if not future.done():  # cancelled: its client went away
+      future.set_result(None)
+
+
 class _BatchThread:
   """Completes all the futures waiting on it at once, after one model call if any."""
 
@@ -105,13 +111,7 @@ class _BatchThread:
         batch, self._waiting = self._waiting, []
       if self._run_model is not None:
         self._run_model(len(batch))
-      self._loop.call_soon_threadsafe(self._complete, batch)
-
-  @staticmethod
-  def _complete(batch: list[asyncio.Future]) -> None:
-    for future in batch:
-      if not future.done():  # cancelled: its client went away
-        future.set_result(None)
+      self._loop.call_soon_threadsafe(_complete, batch)
 
 
 class _LoopTurnBatch:
@@ -137,7 +137,7 @@ class _LoopTurnBatch:
   def _run(self) -> None:
     batch, self._waiting = self._waiting, []
     self._run_model(len(batch))
-    _BatchThread._complete(batch)
+    _complete(batch)
 
 
 async def _start_grpc():

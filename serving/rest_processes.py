@@ -15,8 +15,6 @@ clear error, as with one process.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import ctypes
 import multiprocessing
 import signal
 import socket
@@ -25,6 +23,7 @@ import threading
 import time
 
 from serving.process import ServerSettings
+from vae_tf import process_lifetime
 
 _START_SECONDS = 600  # loading and warming up every model in a busy process
 
@@ -44,17 +43,11 @@ def check_port_free(host: str, port: int) -> None:
         raise OSError(f"cannot bind the REST port {host}:{port}: {error.strerror}") from None
 
 
-def _die_with_parent() -> None:
-  if sys.platform.startswith("linux"):
-    with contextlib.suppress(OSError, AttributeError):
-      ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-
-
 def _worker(settings: ServerSettings, ready) -> None:
   """An extra REST process: the backend and REST only, until SIGTERM."""
   from serving import process
 
-  _die_with_parent()
+  process_lifetime.die_with_parent()
   signal.signal(signal.SIGINT, signal.SIG_IGN)  # the main process decides when to stop
   process.raise_open_file_limit()
   stop = asyncio.Event()

@@ -27,6 +27,7 @@ from serving.testing import ServerProcess, free_port  # noqa: E402
 
 SECONDS, WARMUP_SECONDS, CLIENTS = 8, 2, 64
 WAITS_MICROS = (500, 1000)
+WORKS = ("none", "handoff", "model", "inline")  # bench.floor_server's --grpc_work
 
 
 def _measured(servers: list[ServerProcess], load) -> tuple[float, float]:
@@ -105,7 +106,7 @@ def main(base_path: str, work_dir: str, works: list[str]) -> None:
 
 
 if __name__ == "__main__":
-  if len(sys.argv) < 3 or not set(sys.argv[3:]) <= {"none", "handoff", "model", "inline"}:
+  if len(sys.argv) < 3 or not set(sys.argv[3:]) <= set(WORKS):
     sys.exit("usage: python docs/experiments/grpc_batching_floor.py <model base path> "
-             "<work folder> [none|handoff|model|inline ...: only these cells]")
+             f"<work folder> [{'|'.join(WORKS)} ...: only these cells]")
   main(sys.argv[1], sys.argv[2], sys.argv[3:])

@@ -9,13 +9,10 @@ intra-op threads to keep two cores busy.
 from __future__ import annotations
 
 import concurrent.futures
-import contextlib
-import ctypes
 import multiprocessing
-import os
-import signal
-import sys
 from typing import Callable, Iterable, TypeVar
+
+from vae_tf import process_lifetime
 
 Job = TypeVar("Job")
 Result = TypeVar("Result")
@@ -25,12 +22,7 @@ def _start_worker() -> None:
   """Single-threaded TensorFlow, and death with the parent: a run stopped by a
   signal must not leave its workers training on (their checkpoints are
   atomic, so a rerun resumes either way)."""
-  if sys.platform.startswith("linux"):
-    with contextlib.suppress(OSError, AttributeError):
-      ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    # A parent that died before the call above went unnoticed by it.
-    if os.getppid() != multiprocessing.parent_process().pid:
-      os._exit(1)
+  process_lifetime.die_with_parent()
   import tensorflow as tf
   tf.config.threading.set_intra_op_parallelism_threads(1)
   tf.config.threading.set_inter_op_parallelism_threads(1)
