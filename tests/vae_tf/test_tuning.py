@@ -158,6 +158,41 @@ def test_unreadable_state_is_refused_by_name(tmp_path):
   assert tuner.oracle.trials == {}
 
 
+KILLED_AS_A_TRIAL_ENDS = """
+import os, signal, sys
+from vae_tf import config
+from vae_tf.search_space import parse_search_space
+from vae_tf.tuning import hypermodel, tuners
+model, train = config.preset("paper", "mnist", 1000)
+search = hypermodel.VAEHyperModel(model, train, parse_search_space(
+    {"latent_dim": [2, 3, 5, 10], "hidden_units": [8]}))
+tuner = tuners.make_tuner("random", search, directory=sys.argv[1], project_name="p",
+                          max_epochs=1, max_trials=4)
+tuner.save()
+trial = tuner.oracle.create_trial(tuner.tuner_id)
+tuner.oracle.update_trial(trial.trial_id, {"val_elbo": -100.0}, step=0)
+trial.status = "COMPLETED"
+# Where KerasTuner's end_trial has saved the finished trial and the oracle, and
+# not yet dropped the trial from the ongoing ones.
+tuner.oracle._display.on_trial_end = lambda trial: os.kill(os.getpid(), signal.SIGKILL)
+tuner.oracle.end_trial(trial)
+"""
+
+
+def test_a_trial_finished_just_before_a_kill_is_not_run_again(tmp_path):
+  killed = subprocess.run([sys.executable, "-c", KILLED_AS_A_TRIAL_ENDS, str(tmp_path)],
+                          capture_output=True, text=True)
+  assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+  saved = json.loads((tmp_path / "p" / "oracle.json").read_text())
+  [finished] = saved["ongoing_trials"].values()
+  search = small_hypermodel({"latent_dim": [2, 3, 5, 10], "hidden_units": [8]})
+  tuner = tuners.make_tuner("random", search, directory=tmp_path, project_name="p",
+                            max_epochs=1, max_trials=4)
+  assert tuner.oracle.trials[finished].status == "COMPLETED"
+  assert tuner.oracle.end_order == [finished]
+  assert tuner.oracle.create_trial(tuner.tuner_id).trial_id != finished
+
+
 # --- The chief, with KerasTuner's own gRPC client as the workers -----------------
 
 

@@ -74,6 +74,7 @@ def make_tuner(name: str, hypermodel: VAEHyperModel, *, directory: str | os.Path
                overwrite: bool = False, max_retries_per_trial: int = 1) -> keras_tuner.Tuner:
   """A tuner that resumes the search in `directory/project_name` unless `overwrite`."""
   keras_tuner_internals.save_state_atomically()
+  keras_tuner_internals.resume_without_rerunning_finished_trials()
   if not overwrite:
     _refuse_unreadable_state(Path(directory) / project_name)
   common = dict(hypermodel=hypermodel, objective=OBJECTIVE, seed=seed, overwrite=overwrite,
