@@ -23,15 +23,16 @@ run: $(INSTALLED)
 	$(PY) -m pipelines.evaluate --model_dir=$(RUN_DIR) --num_importance_samples=200
 
 # Serves the newest version `make run` exported (REST :8501, gRPC :8500).
-# One REST process per core, each with one TensorFlow thread per pool
-# (docs/serving.md: one process is bound by its event loop's core).
+# One process per core, each with one TensorFlow thread per pool (docs/serving.md:
+# one process is bound by its event loop's core); a batch waits 3 ms for more
+# requests only under load, so a lone client is answered at once.
 SERVE_PROCESSES ?= $(shell nproc)
 serve: $(INSTALLED)
 	test -d $(RUN_DIR)/export/vae || $(PY) -m pipelines.export --model_dir=$(RUN_DIR)
 	$(PY) -m serving.server --model_name=vae --model_base_path=$(RUN_DIR)/export/vae \
-	  --port=8500 --rest_api_port=8501 --enable_batching \
+	  --port=8500 --rest_api_port=8501 --enable_batching --batch_timeout_micros_when_busy=10000 \
 	  --batching_parameters_file=serving/batching_parameters.pbtxt \
-	  --rest_api_max_body_bytes=268435456 --rest_api_num_processes=$(SERVE_PROCESSES) \
+	  --rest_api_max_body_bytes=268435456 --num_processes=$(SERVE_PROCESSES) \
 	  --tensorflow_intra_op_parallelism=1 --tensorflow_inter_op_parallelism=1
 
 # The paper's Figures 2-5 (docs/reproduction.md); about 11 minutes on 2 cores.

@@ -12,8 +12,8 @@ on this machine, so it bounds what any request path on that stack can reach.
 
 For gRPC, --grpc_work adds what a batching server cannot skip, and nothing
 else: with `handoff` each Predict waits for a batch thread that completes all
-the requests waiting at once (serving.server's batch thread and completion
-bridge in their simplest form); with `model` that thread also calls the
+the requests waiting at once (serving.server's batch thread and its one
+completion callback per batch, in their simplest form); with `model` that thread also calls the
 newest version's `encode` once per batch, on as many rows as requests;
 --batch_wait_micros has it wait that long for more requests first. With
 `inline` there is no batch thread: the requests one event-loop turn receives

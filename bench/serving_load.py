@@ -1,7 +1,7 @@
 """Serving throughput and latency: serving.server against a naive server and the in-process ceiling.
 
   python -m bench.serving_load [--seconds=8] [--warmup_seconds=2] [--model_base_path=...]
-      [--rest_api_num_processes=<cores>]
+      [--num_processes=<cores>]
       [--batching_parameters_file=serving/batching_parameters.pbtxt]
 
 Every request asks the `encode` signature for ONE 784-float row (random grey
@@ -19,8 +19,10 @@ the in-process ceiling, the signature called in a loop at batch 1 and 64; and
 the floors at 64 clients: the REST and gRPC stacks answering a canned
 response without parsing the request or calling a model (bench.floor_server).
 
-A request fails if it times out, is refused, or is not answered 200 / OK
-(gRPC statuses from the server's request_count metric). "server CPU" is the
+A request fails if it times out, is refused, or is not answered 200 / OK. A
+gRPC error comes as HTTP 200 with no message, so h2load's count of received
+DATA bytes, divided by the size of the one OK answer (which has a fixed
+size), says how many were OK. "server CPU" is the
 server processes' CPU time per request: unlike requests/s it barely moves when
 other work shares the machine. Prints one table with the ratios to the naive
 server and the targets, and writes results.md and results.json to --output_dir.
@@ -32,6 +34,7 @@ from pipelines import console  # noqa: F401  (first: quiet TensorFlow start-up)
 
 import json
 import os
+import re
 import shutil
 import struct
 import subprocess
@@ -57,12 +60,14 @@ flags.DEFINE_integer("warmup_seconds", 2, "Unmeasured seconds of load before eac
 flags.DEFINE_string("batching_parameters_file",
                     str(REPO / "serving" / "batching_parameters.pbtxt"),
                     "BatchingParameters for serving.server (default: `make serve`'s).")
-# `make serve`'s: one REST process per core, one TensorFlow thread per pool.
-flags.DEFINE_integer("rest_api_num_processes", os.cpu_count() or 1,
-                     "serving.server's --rest_api_num_processes (default: `make serve`'s, "
-                     "one per core).", lower_bound=1)
+# `make serve`'s: one process per core, one TensorFlow thread per pool, and
+# batches that wait up to 10 ms for more requests only under load.
+flags.DEFINE_integer("num_processes", os.cpu_count() or 1,
+                     "serving.server's --num_processes (default: `make serve`'s, one per "
+                     "core).", lower_bound=1)
 flags.DEFINE_list("server_flags", ["--tensorflow_intra_op_parallelism=1",
-                                   "--tensorflow_inter_op_parallelism=1"],
+                                   "--tensorflow_inter_op_parallelism=1",
+                                   "--batch_timeout_micros_when_busy=10000"],
                   "More serving.server flags (default: `make serve`'s).")
 flags.DEFINE_float("request_timeout", 10.0, "Seconds before a request counts as failed.",
                    lower_bound=0.1)
@@ -74,7 +79,6 @@ INPUT_SIZE = 784
 CLIENTS = (1, 64)
 TARGET_SPEEDUP = 5.0
 TARGET_P99_MS = 50.0
-MONITORING = 'prometheus_config { enable: true path: "/monitoring/prometheus/metrics" }\n'
 _WRK_SCRIPT = """\
 local file = io.open(os.getenv("BENCH_BODY"), "rb")
 wrk.method = "POST"
@@ -160,16 +164,6 @@ def _cpu_seconds(pid: int) -> float:
   return total
 
 
-def _grpc_failures(server: ServerProcess) -> int:
-  """Requests the server answered with a status other than OK, from its metrics."""
-  import urllib.request
-
-  with urllib.request.urlopen(f"{server.rest}/monitoring/prometheus/metrics", timeout=30) as r:
-    text = r.read().decode()
-  return sum(int(float(line.rsplit(" ", 1)[1])) for line in text.splitlines()
-             if line.startswith(":tensorflow:serving:request_count{") and 'status="OK"' not in line)
-
-
 def _wrk(url: str, clients: int, seconds: int, body_path: Path, script: Path) -> dict:
   command = ["wrk", f"-c{clients}", f"-t{min(clients, 2)}", f"-d{seconds}s",
              f"--timeout={FLAGS.request_timeout:g}s", "-s", str(script), url]
@@ -181,7 +175,10 @@ def _wrk(url: str, clients: int, seconds: int, body_path: Path, script: Path) ->
   return json.loads(lines[-1][6:])
 
 
-def _h2load(url: str, clients: int, seconds: int, frame_path: Path, log_path: Path) -> dict:
+def _h2load(url: str, clients: int, seconds: int, frame_path: Path, log_path: Path,
+            answer_bytes: int | None = None) -> dict:
+  """h2load's requests and latencies; with `answer_bytes` (the size of the OK
+  answer's gRPC frame), answers without that message count as failed."""
   import numpy as np
 
   log_path.unlink(missing_ok=True)
@@ -193,7 +190,14 @@ def _h2load(url: str, clients: int, seconds: int, frame_path: Path, log_path: Pa
     raise RuntimeError(f"h2load failed ({done.returncode}): {done.stderr.strip()}")
   entries = [line.split("\t") for line in log_path.read_text().splitlines() if line.strip()]
   elapsed = np.array([int(e[2]) for e in entries if e[1] == "200"], dtype=np.float64)
-  return {"requests": len(elapsed), "failed": len(entries) - len(elapsed), "seconds": seconds,
+  failed = len(entries) - len(elapsed)
+  if answer_bytes is not None:
+    data_bytes = int(re.search(r"\((\d+)\) data", done.stdout).group(1))
+    if data_bytes % answer_bytes:
+      raise RuntimeError(f"h2load received {data_bytes} bytes of messages, not a multiple of "
+                         f"the {answer_bytes}-byte answer")
+    failed += len(elapsed) - data_bytes // answer_bytes
+  return {"requests": len(entries) - failed, "failed": failed, "seconds": seconds,
           "p50_us": float(np.percentile(elapsed, 50)) if len(elapsed) else float("nan"),
           "p99_us": float(np.percentile(elapsed, 99)) if len(elapsed) else float("nan")}
 
@@ -226,6 +230,26 @@ def _check_rest(server: ServerProcess, path: str, body: bytes, reference: dict) 
     if not np.allclose(np.asarray(prediction[name], np.float32), expected, rtol=1e-4, atol=1e-5):
       raise RuntimeError(f"{server.log_path.stem}: output {name} differs from the in-process "
                          "signature's")
+
+
+def _check_grpc(server: ServerProcess, frame: bytes, reference: dict) -> int:
+  """Checks one gRPC Predict against the in-process outputs; the size of its answer's frame."""
+  import grpc
+  import numpy as np
+  from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+
+  from serving import tensor_protos
+
+  request = predict_pb2.PredictRequest.FromString(frame[5:])
+  with grpc.insecure_channel(server.grpc_target) as channel:
+    response = prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict(
+        request, timeout=60)
+  for name, expected in reference.items():
+    if not np.allclose(tensor_protos.to_array(response.outputs[name])[0], expected, rtol=1e-4,
+                       atol=1e-5):
+      raise RuntimeError(f"{server.log_path.stem}: gRPC output {name} differs from the "
+                         "in-process signature's")
+  return 5 + response.ByteSize()
 
 
 def _get(url: str) -> str:
@@ -311,7 +335,6 @@ def run(work_dir: Path) -> str:
   frame_path.write_bytes(_grpc_frame(row))
   script = work_dir / "post.lua"
   script.write_text(_WRK_SCRIPT)
-  (work_dir / "monitoring.txt").write_text(MONITORING)
   predict = "/v1/models/vae:predict"
 
   with futures.ProcessPoolExecutor(1) as pool:  # alone, before any server starts
@@ -349,8 +372,7 @@ def run(work_dir: Path) -> str:
 
   args = ["--model_name=vae", f"--model_base_path={base_path}", "--enable_batching",
           f"--batching_parameters_file={Path(FLAGS.batching_parameters_file).resolve()}",
-          f"--monitoring_config_file={work_dir / 'monitoring.txt'}",
-          f"--rest_api_num_processes={FLAGS.rest_api_num_processes}", *FLAGS.server_flags]
+          f"--num_processes={FLAGS.num_processes}", *FLAGS.server_flags]
   with ServerProcess(args, work_dir / "server.log") as server:
     server.wait_ready(600)
     _check_rest(server, predict, body, ceiling["reference"])
@@ -358,14 +380,10 @@ def run(work_dir: Path) -> str:
       rows.append(_cell("serving.server, REST", clients, server, lambda s, c=clients: _wrk(
           f"{server.rest}{predict}", c, s, body_path, script)))
 
-    def grpc_load(seconds: int) -> dict:
-      before = _grpc_failures(server)
-      result = _h2load(f"http://{server.grpc_target}{GRPC_PREDICT}",
-                       64, seconds, frame_path, work_dir / "h2load.log")
-      result["failed"] += _grpc_failures(server) - before
-      return result
-
-    rows.append(_cell("serving.server, gRPC (h2load)", 64, server, grpc_load))
+    answer_bytes = _check_grpc(server, frame_path.read_bytes(), ceiling["reference"])
+    rows.append(_cell("serving.server, gRPC (h2load)", 64, server, lambda s: _h2load(
+        f"http://{server.grpc_target}{GRPC_PREDICT}", 64, s, frame_path,
+        work_dir / "h2load.log", answer_bytes)))
     swap = threading.Timer(FLAGS.warmup_seconds + FLAGS.seconds / 3, _add_version, [base_path])
     swap.start()
     rows.append(_cell("serving.server, REST, new version loaded mid-cell", 64, server,
@@ -380,8 +398,8 @@ def run(work_dir: Path) -> str:
         r["cell"] = name.split(" (")[0]
   setup = (f"encode, one {INPUT_SIZE}-float row per request; {FLAGS.seconds:g} s per cell after "
            f"{FLAGS.warmup_seconds:g} s warm-up; {os.cpu_count()} CPUs, load average "
-           f"{os.getloadavg()[0]:.2f}; serving.server --rest_api_num_processes="
-           f"{FLAGS.rest_api_num_processes} {' '.join(FLAGS.server_flags)}".rstrip())
+           f"{os.getloadavg()[0]:.2f}; serving.server --num_processes="
+           f"{FLAGS.num_processes} {' '.join(FLAGS.server_flags)}".rstrip())
   report = "\n".join([setup, "", _table(rows), "", "Targets:", *_targets(rows)])
   output_dir = Path(FLAGS.output_dir)
   output_dir.mkdir(parents=True, exist_ok=True)

@@ -4,7 +4,6 @@ request on a held servable, batched or not, and accounting for it in the metrics
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
 from concurrent import futures
 
@@ -18,47 +17,6 @@ from serving.metrics import ServerMetrics
 from serving.servable import Servable, Signature
 
 
-class _CompletionBridge:
-  """Hands results from the batch threads to one event loop, a batch at a time.
-
-  asyncio.wrap_future wakes the loop once per request; here the first result
-  of a batch schedules one callback, and the results that follow while it is
-  pending ride along, so a batch of 64 costs the loop one wake-up, not 64.
-  """
-
-  def __init__(self, loop: asyncio.AbstractEventLoop):
-    self._loop = loop
-    self._lock = threading.Lock()
-    self._done: list[tuple[asyncio.Future, futures.Future]] = []
-
-  def wrap(self, future: futures.Future) -> asyncio.Future:
-    waiter = self._loop.create_future()
-    # A request abandoned before its batch runs (its client went away) leaves the batch.
-    waiter.add_done_callback(lambda w: future.cancel() if w.cancelled() else None)
-    future.add_done_callback(lambda f: self._finished(waiter, f))
-    return waiter
-
-  def _finished(self, waiter: asyncio.Future, future: futures.Future) -> None:
-    with self._lock:
-      self._done.append((waiter, future))
-      first = len(self._done) == 1
-    if first:
-      self._loop.call_soon_threadsafe(self._deliver)
-
-  def _deliver(self) -> None:
-    with self._lock:
-      done, self._done = self._done, []
-    for waiter, future in done:
-      if waiter.done():
-        continue
-      if future.cancelled():
-        waiter.cancel()
-      elif (error := future.exception()) is not None:
-        waiter.set_exception(error)
-      else:
-        waiter.set_result(future.result())
-
-
 class ServingBackend:
   """The served models, the batch scheduler (if batching) and the metrics, with
   the predict path both APIs run; one per server process."""
@@ -69,7 +27,6 @@ class ServingBackend:
     self.scheduler = scheduler
     self.metrics = metrics
     self._executor = executor
-    self._bridges: dict[asyncio.AbstractEventLoop, _CompletionBridge] = {}
     self._holding: set[asyncio.AbstractEventLoop] = set()
 
   def _run(self, servable: Servable, signature: Signature, inputs: dict[str, np.ndarray],
@@ -101,16 +58,12 @@ class ServingBackend:
     if alone and (done := self.scheduler.run_now(key, run, inputs)) is not None:
       return done.result()
     loop = asyncio.get_running_loop()
-    bridge = self._bridges.get(loop)
-    if bridge is None:
-      bridge = self._bridges[loop] = _CompletionBridge(loop)
     if loop not in self._holding:
       # The requests this loop parses before it next waits share model calls.
       self._holding.add(loop)
       self.scheduler.hold()
       loop.call_soon(self._release, loop)
-    future = self.scheduler.submit(key, run, inputs)
-    return await bridge.wrap(future)
+    return await self.scheduler.submit(key, run, inputs, loop)
 
   def _release(self, loop: asyncio.AbstractEventLoop) -> None:
     self._holding.discard(loop)

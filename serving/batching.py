@@ -15,10 +15,19 @@ batching_session.cc SplitInputTask), `max_batch_size` bounds a request and
 `max_execution_batch_size` (default: max_batch_size) a model call: a request
 first tops up the open batch, the rest goes in pieces of the execution size,
 and its outputs are the pieces' outputs concatenated in order.
+
+With `busy_batch_timeout_micros` (not TF Serving's) a queue whose recent
+batches held more than one request is busy: its batch waits up to that long
+instead, and starts as soon as it holds as many requests as the largest of
+those batches (the company to expect: with fewer clients than the batch size,
+a batch would otherwise always wait out its timeout). With
+`batch_timeout_micros` 0 a lone client is answered at once, while concurrent
+clients fill batches.
 """
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import dataclasses
 import threading
@@ -32,6 +41,12 @@ import numpy as np
 from serving import errors, splitting
 from serving.batching_options import BatchingOptions
 
+# Batches per queue key whose sizes say how busy it is, and the keys kept (one
+# per servable, signature and per-row shape; a variable-length input could make
+# many).
+_RECENT_BATCHES = 8
+_REMEMBERED_KEYS = 1024
+
 RunFunction = Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
 
 
@@ -39,7 +54,8 @@ RunFunction = Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
 class _Task:
   inputs: dict[str, np.ndarray]
   size: int
-  future: futures.Future
+  # An asyncio future is completed on its loop, with the rest of its batch.
+  future: futures.Future | asyncio.Future
   enqueued_at: float
 
 
@@ -73,6 +89,17 @@ def batch_size_of(inputs: dict[str, np.ndarray]) -> int:
   return sizes.pop()
 
 
+def _complete(done: list[tuple[asyncio.Future, dict | Exception]]) -> None:
+  """Completes a batch's asyncio futures, on their loop."""
+  for future, result in done:
+    if future.done():  # cancelled: its client went away
+      continue
+    if isinstance(result, Exception):
+      future.set_exception(result)
+    else:
+      future.set_result(result)
+
+
 class BatchScheduler:
   """Batches tasks per queue key and runs them on `num_batch_threads` threads.
 
@@ -87,17 +114,23 @@ class BatchScheduler:
     self._stopping = False
     self._holds = 0
     self._running = 0  # batches being run
+    # Requests in each of the recent batches, per queue key.
+    self._recent_batches: dict[object, collections.deque[int]] = {}
     self._threads = [threading.Thread(target=self._work, name=f"batch-{i}", daemon=True)
                      for i in range(options.num_batch_threads)]
     for thread in self._threads:
       thread.start()
 
-  def submit(self, key, run: RunFunction, inputs: dict[str, np.ndarray]) -> futures.Future:
+  def submit(self, key, run: RunFunction, inputs: dict[str, np.ndarray],
+             loop: asyncio.AbstractEventLoop | None = None) -> futures.Future | asyncio.Future:
     """Queues one request; its future gets that request's rows of the outputs.
 
     `key` must identify everything that makes two requests mergeable (the
     servable, signature, input and output names, per-row shapes); `run`
-    computes outputs for merged inputs.
+    computes outputs for merged inputs. With `loop` (the caller's running
+    loop) the future is one of that loop's, and a batch completes all of its
+    requests from a loop in one callback there: a batch of 64 wakes the loop
+    once, not 64 times.
     """
     size = batch_size_of(inputs)
     if size > self.options.max_batch_size:
@@ -122,8 +155,10 @@ class BatchScheduler:
         queue = self._queues[key] = _Queue(run)
       now, start, tasks = time.monotonic(), 0, []
       for piece in pieces:
+        future = (loop.create_future() if loop is not None and len(pieces) == 1
+                  else futures.Future())
         task = _Task({name: value[start:start + piece] for name, value in inputs.items()}
-                     if len(pieces) > 1 else inputs, piece, futures.Future(), now)
+                     if len(pieces) > 1 else inputs, piece, future, now)
         start += piece
         tasks.append(task)
         if not queue.batches or \
@@ -133,7 +168,10 @@ class BatchScheduler:
         queue.batches[-1].size += piece
       if not self._holds or self._first_is_full(queue):
         self._condition.notify()  # while held, only a full batch may start
-    return tasks[0].future if len(tasks) == 1 else splitting.joined([t.future for t in tasks])
+    if len(tasks) == 1:
+      return tasks[0].future
+    joined = splitting.joined([t.future for t in tasks])
+    return joined if loop is None else asyncio.wrap_future(joined, loop=loop)
 
   def run_now(self, key, run: RunFunction, inputs: dict[str, np.ndarray]) -> futures.Future | None:
     """Runs a request in the caller's thread as a batch of its own if a batch
@@ -143,10 +181,11 @@ class BatchScheduler:
     two thread hand-offs."""
     size = batch_size_of(inputs)
     with self._condition:
-      if (self.options.batch_timeout_micros or self._queues or self._running or self._holds
+      if (self._timeout_of(key) or self._queues or self._running or self._holds
           or self._stopping or size > self.options.execution_batch_size):
         return None
       self._running += 1
+      self._remember_batch(key, 1)
     task = _Task(inputs, size, futures.Future(), time.monotonic())
     try:
       self._process(run, _Batch(key, [task], size))
@@ -175,9 +214,30 @@ class BatchScheduler:
     size, or a batch has been opened after it."""
     return len(queue.batches) > 1 or queue.batches[0].size >= self.options.execution_batch_size
 
+  def _remember_batch(self, key, tasks: int) -> None:
+    recent = self._recent_batches.get(key)
+    if recent is None:
+      if len(self._recent_batches) >= _REMEMBERED_KEYS:
+        self._recent_batches.clear()  # keys are few; forgetting one only skips one wait
+      recent = self._recent_batches[key] = collections.deque(maxlen=_RECENT_BATCHES)
+    recent.append(tasks)
+
+  def _expected_company(self, key) -> int | None:
+    """Requests a busy queue's batch waits for (None: the queue is not busy)."""
+    if self.options.busy_batch_timeout_micros is None:
+      return None
+    recent = self._recent_batches.get(key)
+    most = max(recent) if recent else 1
+    return most if most > 1 else None
+
+  def _timeout_of(self, key) -> float:
+    """Seconds the first batch of the queue `key` waits for more requests."""
+    if self._expected_company(key) is not None:
+      return self.options.busy_batch_timeout_micros / 1e6
+    return self.options.batch_timeout_micros / 1e6
+
   def _ready_batch(self, now: float) -> tuple[_Queue, _Batch] | float | None:
     """A batch to run now, else seconds until one times out (None: no batches)."""
-    timeout = self.options.batch_timeout_micros / 1e6
     held = self._holds and not self._stopping
     wait = None
     oldest = None
@@ -185,7 +245,11 @@ class BatchScheduler:
       if not queue.batches:
         continue
       first = queue.batches[0]
-      due = first.tasks[0].enqueued_at + timeout
+      company = self._expected_company(key)
+      if company is not None and len(first.tasks) >= company:
+        due = now
+      else:
+        due = first.tasks[0].enqueued_at + self._timeout_of(key)
       if self._first_is_full(queue) or (due <= now and not held):
         if oldest is None or first.tasks[0].enqueued_at < oldest[1].tasks[0].enqueued_at:
           oldest = (key, first)
@@ -197,6 +261,7 @@ class BatchScheduler:
       queue.batches.popleft()
       if not queue.batches:
         del self._queues[key]
+      self._remember_batch(key, len(batch.tasks))
       return queue, batch
     return wait
 
@@ -220,7 +285,9 @@ class BatchScheduler:
 
   def _process(self, run: RunFunction, batch: _Batch) -> None:
     started = time.monotonic()
-    tasks = [t for t in batch.tasks if t.future.set_running_or_notify_cancel()]
+    # A request whose client went away (its future cancelled) leaves the batch.
+    tasks = [t for t in batch.tasks if (not t.future.done() if isinstance(t.future, asyncio.Future)
+                                        else t.future.set_running_or_notify_cancel())]
     if not tasks:
       return
     padded = self.options.padded_size(sum(t.size for t in tasks))
@@ -229,18 +296,25 @@ class BatchScheduler:
                      started - min(t.enqueued_at for t in tasks))
     try:
       outputs = run(self._merge(tasks, padded))
-      pieces = self._split(outputs, tasks, padded)
+      results = self._split(outputs, tasks, padded)
     except errors.ServingError as error:
-      for task in tasks:
-        task.future.set_exception(error)
-      return
+      results = [error] * len(tasks)
     except Exception as error:  # a failed batch must never strand its callers
-      for task in tasks:
-        task.future.set_exception(errors.ServingError(grpc.StatusCode.INTERNAL,
-                                                      f"{type(error).__name__}: {error}"))
-      return
-    for task, piece in zip(tasks, pieces):
-      task.future.set_result(piece)
+      results = [errors.ServingError(grpc.StatusCode.INTERNAL,
+                                     f"{type(error).__name__}: {error}")] * len(tasks)
+    by_loop: dict[asyncio.AbstractEventLoop, list] = {}
+    for task, result in zip(tasks, results):
+      if isinstance(task.future, asyncio.Future):
+        by_loop.setdefault(task.future.get_loop(), []).append((task.future, result))
+      elif isinstance(result, Exception):
+        task.future.set_exception(result)
+      else:
+        task.future.set_result(result)
+    for loop, done in by_loop.items():
+      try:
+        loop.call_soon_threadsafe(_complete, done)
+      except RuntimeError:  # the loop has closed: nobody waits
+        pass
 
   @staticmethod
   def _merge(tasks: list[_Task], padded: int) -> dict[str, np.ndarray]:

@@ -21,6 +21,8 @@ class BatchingOptions:
   pad_variable_length_inputs: bool = False
   enable_large_batch_splitting: bool = False
   max_execution_batch_size: int | None = None  # only read with splitting
+  # Not TF Serving's: --batch_timeout_micros_when_busy (serving/batching.py).
+  busy_batch_timeout_micros: int | None = None
 
   @property
   def execution_batch_size(self) -> int:
@@ -35,6 +37,9 @@ class BatchingOptions:
         raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
     if self.batch_timeout_micros < 0:
       raise ValueError(f"batch_timeout_micros must be >= 0, got {self.batch_timeout_micros}")
+    if self.busy_batch_timeout_micros is not None and self.busy_batch_timeout_micros < 0:
+      raise ValueError("batch_timeout_micros_when_busy must be >= 0, got "
+                       f"{self.busy_batch_timeout_micros}")
     if self.execution_batch_size < 1:
       raise ValueError(f"max_execution_batch_size must be >= 1, got {self.execution_batch_size}")
     if self.execution_batch_size > self.max_batch_size:
@@ -58,9 +63,9 @@ class BatchingOptions:
       raise ValueError("pad_variable_length_inputs is not supported by this server")
 
   @classmethod
-  def from_proto(cls, parameters) -> BatchingOptions:
-    """From a `serving.protos.BatchingParameters` message."""
-    values = {}
+  def from_proto(cls, parameters, **extra) -> BatchingOptions:
+    """From a `serving.protos.BatchingParameters` message, and options of our own."""
+    values = dict(extra)
     for name in ("max_batch_size", "batch_timeout_micros", "max_enqueued_batches",
                  "num_batch_threads"):
       if parameters.HasField(name):

@@ -65,10 +65,11 @@ def check_base_paths(models: list[model_server_config_pb2.ModelConfig]) -> None:
       raise ValueError(f"Could not find base path {model.base_path} for servable {model.name}")
 
 
-def read_batching_parameters(path: str | None) -> BatchingOptions:
+def read_batching_parameters(path: str | None, **extra) -> BatchingOptions:
+  """The BatchingParameters at `path` (TF Serving's defaults if None), with our `extra` options."""
   if path is None:
-    return BatchingOptions()
-  return BatchingOptions.from_proto(_parse(path, protos.BatchingParameters()))
+    return BatchingOptions(**extra)
+  return BatchingOptions.from_proto(_parse(path, protos.BatchingParameters()), **extra)
 
 
 def read_metrics_path(path: str | None) -> str | None:

@@ -1,8 +1,7 @@
 """One server process: its models, batch scheduler, metrics and front ends.
 
-The main process runs gRPC and REST; with --rest_api_num_processes > 1 each
-extra process (serving/rest_processes.py) runs the same backend behind REST
-only, on the same port.
+Every process runs gRPC and REST on the same backend; with --num_processes > 1
+the extra ones (serving/server_processes.py) share the main one's ports.
 """
 
 from __future__ import annotations
@@ -21,18 +20,19 @@ from serving.batching_options import BatchingOptions
 
 @dataclasses.dataclass(frozen=True)
 class ServerSettings:
-  """What a server process needs, picklable for the extra REST processes."""
+  """What a server process needs, picklable for the extra processes."""
 
   models: list[bytes]  # serialized ModelConfig messages
   batching: BatchingOptions | None
   host: str
+  grpc_port: int
   rest_port: int  # 0: no REST
   metrics_path: str | None
   max_body_bytes: int
   poll_wait_seconds: float
   intra_op_threads: int = 0
   inter_op_threads: int = 0
-  share_rest_port: bool = False  # SO_REUSEPORT on the REST socket
+  share_ports: bool = False  # SO_REUSEPORT on the gRPC and REST sockets
 
 
 def raise_open_file_limit() -> None:
@@ -103,10 +103,15 @@ def running_backend(settings: ServerSettings) -> Iterator:
     executor.shutdown()
 
 
-async def serve(backend, settings: ServerSettings, grpc_port: int | None, stop: asyncio.Event,
+async def serve(backend, settings: ServerSettings, stop: asyncio.Event,
                 on_started: Callable[[asyncio.AbstractEventLoop], None] | None = None,
-                after_rest_started: Callable[[], Awaitable[None]] | None = None) -> None:
-  """Serves gRPC (unless grpc_port is None) and REST until `stop` is set, then drains."""
+                after_started: Callable[[], Awaitable[None]] | None = None,
+                announce: bool = True) -> None:
+  """Serves gRPC and REST (if settings.rest_port) until `stop` is set, then drains.
+
+  `after_started` runs once both listen (the main process waits there for the
+  extra ones); then, if `announce`, the ports are printed.
+  """
   import grpc
 
   from serving import grpc_api, http_server, rest
@@ -114,52 +119,51 @@ async def serve(backend, settings: ServerSettings, grpc_port: int | None, stop: 
   host = settings.host
   if on_started is not None:
     on_started(asyncio.get_running_loop())
-  grpc_server = None
-  if grpc_port is not None:
-    # SO_REUSEPORT off: otherwise a port another server holds binds silently.
-    grpc_server = grpc.aio.server(options=[("grpc.max_receive_message_length", 2**31 - 1),
-                                           ("grpc.max_send_message_length", 2**31 - 1),
-                                           ("grpc.so_reuseport", 0)])
-    grpc_api.add_services(grpc_server, backend)
-    try:
-      bound = grpc_server.add_insecure_port(f"{host}:{grpc_port}")
-    except RuntimeError:  # grpcio's way of saying the port is taken
-      bound = 0
-    if not bound:
-      raise OSError(f"cannot bind the gRPC port {host}:{grpc_port}: address in use or "
-                    "unavailable")
-    await grpc_server.start()
-    print(f"Running gRPC ModelServer at {host}:{grpc_port} ...", flush=True)
+  # SO_REUSEPORT only where processes share the port (checked free first):
+  # otherwise a port another server holds would bind silently.
+  grpc_server = grpc.aio.server(options=[("grpc.max_receive_message_length", 2**31 - 1),
+                                         ("grpc.max_send_message_length", 2**31 - 1),
+                                         ("grpc.so_reuseport", int(settings.share_ports))])
+  grpc_api.add_services(grpc_server, backend)
+  try:
+    bound = grpc_server.add_insecure_port(f"{host}:{settings.grpc_port}")
+  except RuntimeError:  # grpcio's way of saying the port is taken
+    bound = 0
+  if not bound:
+    raise OSError(f"cannot bind the gRPC port {host}:{settings.grpc_port}: address in use or "
+                  "unavailable")
+  await grpc_server.start()
   rest_server = None
   try:
     if settings.rest_port:
       api = rest.RestApi(backend, settings.metrics_path, settings.max_body_bytes)
       rest_server = http_server.HttpServer(api.dispatch, settings.max_body_bytes, api.too_large)
       try:
-        await rest_server.start(host, settings.rest_port, reuse_port=settings.share_rest_port)
+        await rest_server.start(host, settings.rest_port, reuse_port=settings.share_ports)
       except OSError as error:
         raise OSError(f"cannot bind the REST port {host}:{settings.rest_port}: "
                       f"{error.strerror}") from None
-      if after_rest_started is not None:
-        # A stop while the extra processes load must not wait for them.
-        started = asyncio.ensure_future(after_rest_started())
-        stopping = asyncio.ensure_future(stop.wait())
-        await asyncio.wait({started, stopping}, return_when=asyncio.FIRST_COMPLETED)
-        stopping.cancel()
-        if not started.done():
-          started.cancel()
-          return
-        started.result()  # its error, if any
-      if grpc_server is not None:
+    if after_started is not None:
+      # A stop while the extra processes load must not wait for them.
+      started = asyncio.ensure_future(after_started())
+      stopping = asyncio.ensure_future(stop.wait())
+      await asyncio.wait({started, stopping}, return_when=asyncio.FIRST_COMPLETED)
+      stopping.cancel()
+      if not started.done():
+        started.cancel()
+        return
+      started.result()  # its error, if any
+    if announce:
+      print(f"Running gRPC ModelServer at {host}:{settings.grpc_port} ...", flush=True)
+      if rest_server is not None:
         print(f"Exporting HTTP/REST API at:{host}:{settings.rest_port} ...", flush=True)
     await stop.wait()
     # Drain: stop taking requests, let those in flight finish.
     if rest_server is not None:
       await rest_server.shutdown()
       rest_server = None
-    if grpc_server is not None:
-      await grpc_server.stop(grace=5)
-      grpc_server = None
+    await grpc_server.stop(grace=5)
+    grpc_server = None
   finally:
     if grpc_server is not None:
       await grpc_server.stop(grace=None)
@@ -178,14 +182,13 @@ def run_loop(main: Awaitable[None]) -> None:
   asyncio.run(main)
 
 
-def run_server(settings: ServerSettings, grpc_port: int, stop: asyncio.Event,
+def run_server(settings: ServerSettings, stop: asyncio.Event,
                on_started: Callable[[asyncio.AbstractEventLoop], None],
-               extra_rest_processes: int = 0) -> None:
-  """The main process: gRPC and REST, plus `extra_rest_processes` on the REST port."""
-  from serving import rest_processes
+               extra_processes: int = 0) -> None:
+  """The main process, plus `extra_processes` sharing its ports."""
+  from serving import server_processes
 
   raise_open_file_limit()
   with running_backend(settings) as backend, \
-      rest_processes.RestProcesses(settings, extra_rest_processes) as extra:
-    run_loop(serve(backend, settings, grpc_port, stop, on_started,
-                   after_rest_started=extra.start))
+      server_processes.ExtraProcesses(settings, extra_processes) as extra:
+    run_loop(serve(backend, settings, stop, on_started, after_started=extra.start))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import threading
 import time
 
@@ -28,10 +30,18 @@ def row(value: float) -> dict[str, np.ndarray]:
   return {"x": np.full((1, 3), value, np.float32)}
 
 
+@contextlib.contextmanager
+def running_scheduler(options: BatchingOptions, on_batch=None):
+  scheduler = BatchScheduler(options, on_batch=on_batch)
+  try:
+    yield scheduler
+  finally:
+    scheduler.stop()
+
+
 def test_requests_submitted_while_held_share_one_call():
   model = RecordingModel()
-  scheduler = BatchScheduler(BatchingOptions(max_batch_size=8, num_batch_threads=1))
-  try:
+  with running_scheduler(BatchingOptions(max_batch_size=8, num_batch_threads=1)) as scheduler:
     scheduler.hold()
     pending = [scheduler.submit("key", model, row(i)) for i in range(5)]
     time.sleep(0.1)  # a free batch thread with a zero timeout would have started
@@ -43,8 +53,6 @@ def test_requests_submitted_while_held_share_one_call():
     # Unheld, a lone request runs at once.
     assert float(scheduler.submit("key", model, row(7)).result(timeout=10)["y"][0, 0]) == 14
     assert model.calls == [5, 1]
-  finally:
-    scheduler.stop()
 
 
 def test_a_full_batch_runs_while_held_and_stop_finishes_held_ones():
@@ -67,9 +75,9 @@ def test_run_now_runs_a_lone_request_in_the_callers_thread_only_when_idle():
     return {"y": inputs["x"] * 2}
 
   batches = []
-  scheduler = BatchScheduler(BatchingOptions(max_batch_size=8, num_batch_threads=1),
-                             on_batch=lambda key, size, padded, wait: batches.append(size))
-  try:
+  options = BatchingOptions(max_batch_size=8, num_batch_threads=1)
+  record = lambda key, size, padded, wait: batches.append(size)  # noqa: E731
+  with running_scheduler(options, record) as scheduler:
     done = scheduler.run_now("key", model, row(3))
     assert float(done.result(timeout=0)["y"][0, 0]) == 6
     assert threads == [threading.current_thread()] and batches == [1]  # still a batch
@@ -80,16 +88,90 @@ def test_run_now_runs_a_lone_request_in_the_callers_thread_only_when_idle():
     scheduler.release()
     queued.result(timeout=10)
     assert threads[-1] is not threading.current_thread()
-  finally:
-    scheduler.stop()
 
 
 def test_run_now_leaves_a_request_to_wait_out_a_batch_timeout():
   model = RecordingModel()
-  scheduler = BatchScheduler(BatchingOptions(max_batch_size=8, num_batch_threads=1,
-                                             batch_timeout_micros=20_000))
-  try:
+  with running_scheduler(BatchingOptions(max_batch_size=8, num_batch_threads=1,
+                                         batch_timeout_micros=20_000)) as scheduler:
     assert scheduler.run_now("key", model, row(1)) is None
     assert model.calls == []
-  finally:
-    scheduler.stop()
+
+
+def test_a_busy_queue_waits_for_the_company_its_recent_batches_had():
+  model = RecordingModel()
+  batches = []
+  with running_scheduler(
+      BatchingOptions(max_batch_size=8, num_batch_threads=1, busy_batch_timeout_micros=300_000),
+      on_batch=lambda key, size, padded, wait: batches.append((size, wait))) as scheduler:
+    # A lone client: no wait, and it may run in the caller's thread.
+    assert scheduler.submit("key", model, row(1)).result(timeout=10)["y"][0, 0] == 2
+    assert scheduler.run_now("key", model, row(2)) is not None
+    scheduler.hold()
+    together = [scheduler.submit("key", model, row(i)) for i in range(3)]
+    scheduler.release()
+    for future in together:
+      future.result(timeout=10)
+    assert model.calls == [1, 1, 3] and max(wait for _, wait in batches) < 0.2
+    # Busy now: the next batch starts once it has the 3 requests of the largest
+    # recent batch, long before the busy timeout...
+    assert scheduler.run_now("key", model, row(1)) is None
+    started = time.monotonic()
+    pending = []
+    for i in range(3):
+      pending.append(scheduler.submit("key", model, row(i)))
+      time.sleep(0.05)
+    for future in pending:
+      future.result(timeout=10)
+    assert model.calls[-1] == 3 and 0.1 <= batches[-1][1] < 0.25
+    assert time.monotonic() - started < 0.3
+    # ... and waits the busy timeout out when that company does not come.
+    scheduler.submit("key", model, row(1)).result(timeout=10)
+    assert model.calls[-1] == 1 and batches[-1][1] >= 0.3
+    # Another queue keeps its own history: not busy.
+    scheduler.submit("other", model, row(1)).result(timeout=10)
+    assert batches[-1][1] < 0.2
+
+
+def test_a_queue_of_lone_requests_stops_waiting_once_its_recent_batches_were_lone():
+  model = RecordingModel()
+  with running_scheduler(BatchingOptions(max_batch_size=8, num_batch_threads=1,
+                                         busy_batch_timeout_micros=50_000)) as scheduler:
+    scheduler.hold()
+    pair = [scheduler.submit("key", model, row(i)) for i in range(2)]
+    scheduler.release()
+    for future in pair:
+      future.result(timeout=10)
+    waits = []
+    for _ in range(12):
+      started = time.monotonic()
+      scheduler.submit("key", model, row(1)).result(timeout=10)
+      waits.append(time.monotonic() - started)
+    # Eight recent batches are remembered: the pair's busyness lasts that long.
+    assert min(waits[:8]) >= 0.05 and max(waits[8:]) < 0.04, waits
+
+
+def test_a_loops_requests_are_completed_on_it_and_a_cancelled_one_leaves_its_batch():
+  model = RecordingModel()
+
+  async def requests(scheduler: BatchScheduler):
+    loop = asyncio.get_running_loop()
+    scheduler.hold()
+    kept = scheduler.submit("key", model, row(1), loop)
+    dropped = scheduler.submit("key", model, row(2), loop)
+    assert isinstance(kept, asyncio.Future) and kept.get_loop() is loop
+    dropped.cancel()
+    scheduler.release()
+    one = await asyncio.wait_for(kept, 10)
+    # A request run in pieces is awaited the same way.
+    rows = {"x": np.arange(20 * 3, dtype=np.float32).reshape(20, 3)}
+    pieces = await asyncio.wait_for(scheduler.submit("key", model, rows, loop), 10)
+    return one, pieces, rows
+
+  with running_scheduler(BatchingOptions(max_batch_size=32, num_batch_threads=1,
+                                         enable_large_batch_splitting=True,
+                                         max_execution_batch_size=8)) as scheduler:
+    one, pieces, rows = asyncio.run(requests(scheduler))
+  assert float(one["y"][0, 0]) == 2
+  np.testing.assert_array_equal(pieces["y"], rows["x"] * 2)
+  assert model.calls == [1, 8, 8, 4]

@@ -19,7 +19,8 @@ ROW = [0.5] * 784
 ROW_TEXT = b"[" + b"0.5, " * 783 + b"0.5]"
 MAKE_SERVE_FLAGS = ("--enable_batching",  # as the Makefile's `serve` target
                     f"--batching_parameters_file={REPO / 'serving/batching_parameters.pbtxt'}",
-                    "--rest_api_max_body_bytes=268435456", "--rest_api_num_processes=2",
+                    "--batch_timeout_micros_when_busy=10000",
+                    "--rest_api_max_body_bytes=268435456", "--num_processes=2",
                     "--tensorflow_intra_op_parallelism=1", "--tensorflow_inter_op_parallelism=1")
 
 

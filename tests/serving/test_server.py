@@ -446,6 +446,8 @@ def test_new_versions_swap_in_under_load_and_broken_ones_are_skipped(
      "batching_parameters_file is set without setting server_options.enable_batching"),
     (["--model_base_path=/tmp", "--port=8500", "--rest_api_port=8500"],
      "--rest_api_port must differ from --port"),
+    (["--model_base_path=/tmp", "--batch_timeout_micros_when_busy=3000"],
+     "--batch_timeout_micros_when_busy needs --enable_batching"),
 ])
 def test_bad_flags_exit_with_a_clear_error(args, message):
   result = subprocess.run([sys.executable, "-m", "serving.server", *args], cwd=REPO,

@@ -1,14 +1,14 @@
-"""Extra processes answering the REST port (--rest_api_num_processes).
+"""Extra processes answering the gRPC and REST ports (--num_processes).
 
-One Python process runs its event loop on one core at a time, and the JSON
-and HTTP work per request is Python. Extra processes bind the same REST port
-with SO_REUSEPORT, so the kernel spreads connections over them; each loads
-the models itself, polls for new versions, batches its own requests and keeps
-its own metrics (so /monitoring/... counts the requests of the process that
-answered it). gRPC stays in the main process.
+One Python process runs its event loop on one core at a time, and the HTTP,
+HTTP/2 and JSON work per request is Python. Extra processes bind the same
+ports with SO_REUSEPORT, so the kernel spreads connections over them; each
+loads the models itself, polls for new versions, batches its own requests
+and keeps its own metrics (so /monitoring/... counts the requests of the
+process that answered it).
 
-SO_REUSEPORT would also let the port be shared with an unrelated server that
-set it too, so the port is first bound once without it: a port in use is a
+SO_REUSEPORT would also let a port be shared with an unrelated server that
+set it too, so each port is first bound once without it: a port in use is a
 clear error, as with one process.
 """
 
@@ -28,23 +28,23 @@ from vae_tf import process_lifetime
 _START_SECONDS = 600  # loading and warming up every model in a busy process
 
 
-def check_port_free(host: str, port: int) -> None:
-  """Raises OSError if something already listens on (host, port)."""
+def check_port_free(api: str, host: str, port: int) -> None:
+  """Raises OSError if something already listens on (host, port), named as `api`'s port."""
   try:
     addresses = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
   except socket.gaierror as error:
-    raise OSError(f"cannot bind the REST port {host}:{port}: {error.strerror}") from None
+    raise OSError(f"cannot bind the {api} port {host}:{port}: {error.strerror}") from None
   for family, kind, protocol, _, address in addresses:
     with socket.socket(family, kind, protocol) as probe:
       probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
       try:
         probe.bind(address)
       except OSError as error:
-        raise OSError(f"cannot bind the REST port {host}:{port}: {error.strerror}") from None
+        raise OSError(f"cannot bind the {api} port {host}:{port}: {error.strerror}") from None
 
 
 def _worker(settings: ServerSettings, ready) -> None:
-  """An extra REST process: the backend and REST only, until SIGTERM."""
+  """An extra process: its own backend behind both APIs, until SIGTERM."""
   from serving import process
 
   process_lifetime.die_with_parent()
@@ -61,14 +61,14 @@ def _worker(settings: ServerSettings, ready) -> None:
 
   try:
     with process.running_backend(settings) as backend:
-      process.run_loop(process.serve(backend, settings, None, stop, on_started,
-                                     after_rest_started=report_ready))
+      process.run_loop(process.serve(backend, settings, stop, on_started,
+                                     after_started=report_ready, announce=False))
   except OSError as error:
     sys.exit(f"error: {error}")
 
 
-class RestProcesses:
-  """`count` extra REST processes; `start` launches them and waits until they serve."""
+class ExtraProcesses:
+  """`count` extra server processes; `start` launches them and waits until they serve."""
 
   def __init__(self, settings: ServerSettings, count: int):
     self._settings = settings
@@ -76,7 +76,7 @@ class RestProcesses:
     self._processes: list[multiprocessing.Process] = []
     self._cancelled = threading.Event()
 
-  def __enter__(self) -> RestProcesses:
+  def __enter__(self) -> ExtraProcesses:
     return self
 
   async def start(self) -> None:
@@ -87,7 +87,7 @@ class RestProcesses:
     for _ in range(self._count):
       receive, send = context.Pipe(duplex=False)
       process = context.Process(target=_worker, args=(self._settings, send), daemon=True,
-                                name="rest-process")
+                                name="server-process")
       process.start()
       send.close()
       self._processes.append(process)
@@ -106,10 +106,10 @@ class RestProcesses:
           if self._cancelled.is_set():
             return
           if time.monotonic() > deadline:
-            raise OSError(f"a REST process did not start within {_START_SECONDS} s")
+            raise OSError(f"a server process did not start within {_START_SECONDS} s")
         pipe.recv()
       except EOFError:
-        raise OSError("a REST process exited before serving") from None
+        raise OSError("a server process exited before serving") from None
       finally:
         pipe.close()
 
