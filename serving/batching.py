@@ -20,9 +20,10 @@ With `busy_batch_timeout_micros` (not TF Serving's) a queue whose recent
 batches held more than one request is busy: its batch waits up to that long
 instead, and starts as soon as it holds as many requests as the largest of
 those batches (the company to expect: with fewer clients than the batch size,
-a batch would otherwise always wait out its timeout). With
-`batch_timeout_micros` 0 a lone client is answered at once, while concurrent
-clients fill batches.
+a batch would otherwise always wait out its timeout). A busy batch that
+starts with a single request makes the queue forget its history, so when the
+load drops to one client, one request pays the wait. With `batch_timeout_micros`
+0 a lone client is answered at once, while concurrent clients fill batches.
 """
 
 from __future__ import annotations
@@ -261,6 +262,12 @@ class BatchScheduler:
       queue.batches.popleft()
       if not queue.batches:
         del self._queues[key]
+      if self._expected_company(key) is not None and len(batch.tasks) == 1:
+        # A busy queue's batch started with one request: the load has dropped
+        # to one client, who should not wait for the seven batches after this.
+        # (Fewer clients than before are no such sign: under steady load
+        # batches vary, and forgetting their size made smaller ones.)
+        self._recent_batches[key].clear()
       self._remember_batch(key, len(batch.tasks))
       return queue, batch
     return wait

@@ -34,10 +34,11 @@ flags.DEFINE_string("model_config_file", None, "ModelServerConfig text proto lis
 flags.DEFINE_bool("enable_batching", False, "Merge concurrent requests into one model call.")
 flags.DEFINE_string("batching_parameters_file", None, "BatchingParameters text proto.")
 flags.DEFINE_integer("batch_timeout_micros_when_busy", None, "How long a batch waits for "
-                     "more requests when the previous batch held more than one, instead of "
-                     "the batching parameters' batch_timeout_micros: with that at 0, a lone "
-                     "client is answered at once and concurrent ones fill batches (not in TF "
-                     "Serving).", lower_bound=0)
+                     "more requests, instead of the batching parameters' batch_timeout_micros, "
+                     "when recent batches held more than one: it starts once it holds as many "
+                     "as the largest of them. With batch_timeout_micros 0 a lone client is "
+                     "answered at once and concurrent ones fill batches (not in TF Serving).",
+                     lower_bound=0)
 flags.DEFINE_float("file_system_poll_wait_seconds", 1, "Seconds between polls for new model "
                    "versions; 0 polls once, at start-up.", lower_bound=0)
 flags.DEFINE_string("monitoring_config_file", None, "MonitoringConfig text proto "

@@ -128,12 +128,15 @@ def test_a_busy_queue_waits_for_the_company_its_recent_batches_had():
     # ... and waits the busy timeout out when that company does not come.
     scheduler.submit("key", model, row(1)).result(timeout=10)
     assert model.calls[-1] == 1 and batches[-1][1] >= 0.3
+    # Then it expects what came, one request: the next lone one does not wait.
+    scheduler.submit("key", model, row(1)).result(timeout=10)
+    assert batches[-1][1] < 0.2
     # Another queue keeps its own history: not busy.
     scheduler.submit("other", model, row(1)).result(timeout=10)
     assert batches[-1][1] < 0.2
 
 
-def test_a_queue_of_lone_requests_stops_waiting_once_its_recent_batches_were_lone():
+def test_when_the_load_drops_one_request_waits_for_the_company_that_left():
   model = RecordingModel()
   with running_scheduler(BatchingOptions(max_batch_size=8, num_batch_threads=1,
                                          busy_batch_timeout_micros=50_000)) as scheduler:
@@ -143,12 +146,31 @@ def test_a_queue_of_lone_requests_stops_waiting_once_its_recent_batches_were_lon
     for future in pair:
       future.result(timeout=10)
     waits = []
-    for _ in range(12):
+    for _ in range(5):
       started = time.monotonic()
       scheduler.submit("key", model, row(1)).result(timeout=10)
       waits.append(time.monotonic() - started)
-    # Eight recent batches are remembered: the pair's busyness lasts that long.
-    assert min(waits[:8]) >= 0.05 and max(waits[8:]) < 0.04, waits
+    assert waits[0] >= 0.05 and max(waits[1:]) < 0.04, waits
+    assert model.calls == [2, 1, 1, 1, 1, 1]
+
+
+def test_a_batch_short_of_its_company_but_shared_keeps_the_queue_busy():
+  model = RecordingModel()
+  batches = []
+  with running_scheduler(BatchingOptions(max_batch_size=8, num_batch_threads=1,
+                                         busy_batch_timeout_micros=50_000),
+                         lambda key, size, padded, wait: batches.append(wait)) as scheduler:
+    scheduler.hold()
+    trio = [scheduler.submit("key", model, row(i)) for i in range(3)]
+    scheduler.release()
+    for future in trio:
+      future.result(timeout=10)
+    pair = [scheduler.submit("key", model, row(i)) for i in range(2)]
+    for future in pair:
+      future.result(timeout=10)
+    scheduler.submit("key", model, row(1)).result(timeout=10)
+    # The pair waited for a third in vain, and so did the lone request after it.
+    assert model.calls == [3, 2, 1] and min(batches[1:]) >= 0.05, batches
 
 
 def test_a_loops_requests_are_completed_on_it_and_a_cancelled_one_leaves_its_batch():
