@@ -16,14 +16,8 @@ batching_session.cc SplitInputTask), `max_batch_size` bounds a request and
 first tops up the open batch, the rest goes in pieces of the execution size,
 and its outputs are the pieces' outputs concatenated in order.
 
-With `busy_batch_timeout_micros` (not TF Serving's) a queue whose recent
-batches held more than one request is busy: its batch waits up to that long
-instead, and starts as soon as it holds as many requests as the largest of
-those batches (the company to expect: with fewer clients than the batch size,
-a batch would otherwise always wait out its timeout). A busy batch that
-starts with a single request makes the queue forget its history, so when the
-load drops to one client, one request pays the wait. With `batch_timeout_micros`
-0 a lone client is answered at once, while concurrent clients fill batches.
+How long a batch waits, TF Serving's timeout or our wait under load
+(`busy_batch_timeout_micros`), is serving/batch_waits.py's.
 """
 
 from __future__ import annotations
@@ -40,13 +34,8 @@ import grpc
 import numpy as np
 
 from serving import errors, splitting
+from serving.batch_waits import BatchWaits
 from serving.batching_options import BatchingOptions
-
-# Batches per queue key whose sizes say how busy it is, and the keys kept (one
-# per servable, signature and per-row shape; a variable-length input could make
-# many).
-_RECENT_BATCHES = 8
-_REMEMBERED_KEYS = 1024
 
 RunFunction = Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
 
@@ -115,8 +104,7 @@ class BatchScheduler:
     self._stopping = False
     self._holds = 0
     self._running = 0  # batches being run
-    # Requests in each of the recent batches, per queue key.
-    self._recent_batches: dict[object, collections.deque[int]] = {}
+    self._waits = BatchWaits(options)
     self._threads = [threading.Thread(target=self._work, name=f"batch-{i}", daemon=True)
                      for i in range(options.num_batch_threads)]
     for thread in self._threads:
@@ -182,11 +170,11 @@ class BatchScheduler:
     two thread hand-offs."""
     size = batch_size_of(inputs)
     with self._condition:
-      if (self._timeout_of(key) or self._queues or self._running or self._holds
+      if (self._waits.timeout(key) or self._queues or self._running or self._holds
           or self._stopping or size > self.options.execution_batch_size):
         return None
       self._running += 1
-      self._remember_batch(key, 1)
+      self._waits.started(key, 1)
     task = _Task(inputs, size, futures.Future(), time.monotonic())
     try:
       self._process(run, _Batch(key, [task], size))
@@ -215,28 +203,6 @@ class BatchScheduler:
     size, or a batch has been opened after it."""
     return len(queue.batches) > 1 or queue.batches[0].size >= self.options.execution_batch_size
 
-  def _remember_batch(self, key, tasks: int) -> None:
-    recent = self._recent_batches.get(key)
-    if recent is None:
-      if len(self._recent_batches) >= _REMEMBERED_KEYS:
-        self._recent_batches.clear()  # keys are few; forgetting one only skips one wait
-      recent = self._recent_batches[key] = collections.deque(maxlen=_RECENT_BATCHES)
-    recent.append(tasks)
-
-  def _expected_company(self, key) -> int | None:
-    """Requests a busy queue's batch waits for (None: the queue is not busy)."""
-    if self.options.busy_batch_timeout_micros is None:
-      return None
-    recent = self._recent_batches.get(key)
-    most = max(recent) if recent else 1
-    return most if most > 1 else None
-
-  def _timeout_of(self, key) -> float:
-    """Seconds the first batch of the queue `key` waits for more requests."""
-    if self._expected_company(key) is not None:
-      return self.options.busy_batch_timeout_micros / 1e6
-    return self.options.batch_timeout_micros / 1e6
-
   def _ready_batch(self, now: float) -> tuple[_Queue, _Batch] | float | None:
     """A batch to run now, else seconds until one times out (None: no batches)."""
     held = self._holds and not self._stopping
@@ -246,11 +212,7 @@ class BatchScheduler:
       if not queue.batches:
         continue
       first = queue.batches[0]
-      company = self._expected_company(key)
-      if company is not None and len(first.tasks) >= company:
-        due = now
-      else:
-        due = first.tasks[0].enqueued_at + self._timeout_of(key)
+      due = self._waits.due(key, first.tasks[0].enqueued_at, len(first.tasks))
       if self._first_is_full(queue) or (due <= now and not held):
         if oldest is None or first.tasks[0].enqueued_at < oldest[1].tasks[0].enqueued_at:
           oldest = (key, first)
@@ -262,13 +224,7 @@ class BatchScheduler:
       queue.batches.popleft()
       if not queue.batches:
         del self._queues[key]
-      if self._expected_company(key) is not None and len(batch.tasks) == 1:
-        # A busy queue's batch started with one request: the load has dropped
-        # to one client, who should not wait for the seven batches after this.
-        # (Fewer clients than before are no such sign: under steady load
-        # batches vary, and forgetting their size made smaller ones.)
-        self._recent_batches[key].clear()
-      self._remember_batch(key, len(batch.tasks))
+      self._waits.started(key, len(batch.tasks))
       return queue, batch
     return wait
 

@@ -21,7 +21,7 @@ class BatchingOptions:
   pad_variable_length_inputs: bool = False
   enable_large_batch_splitting: bool = False
   max_execution_batch_size: int | None = None  # only read with splitting
-  # Not TF Serving's: --batch_timeout_micros_when_busy (serving/batching.py).
+  # Not TF Serving's: --batch_timeout_micros_when_busy (serving/batch_waits.py).
   busy_batch_timeout_micros: int | None = None
 
   @property
