@@ -192,7 +192,10 @@ def _h2load(url: str, clients: int, seconds: int, frame_path: Path, log_path: Pa
   elapsed = np.array([int(e[2]) for e in entries if e[1] == "200"], dtype=np.float64)
   failed = len(entries) - len(elapsed)
   if answer_bytes is not None:
-    data_bytes = int(re.search(r"\((\d+)\) data", done.stdout).group(1))
+    traffic = re.search(r"\((\d+)\) data", done.stdout)
+    if traffic is None:
+      raise RuntimeError(f"h2load printed no count of message bytes: {done.stdout[-500:]}")
+    data_bytes = int(traffic.group(1))
     if data_bytes % answer_bytes:
       raise RuntimeError(f"h2load received {data_bytes} bytes of messages, not a multiple of "
                          f"the {answer_bytes}-byte answer")
